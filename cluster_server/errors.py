@@ -1,0 +1,86 @@
+"""The one exception hierarchy of Shoal.
+
+Every error the core raises is a ShoalError. The API turns it into the one JSON error shape
+``{"error": {"code", "message", "details"}}`` with ``status``; the CLI prints ``message``.
+"""
+
+
+class ShoalError(Exception):
+    """Base of every error Shoal raises on purpose."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message, details=None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self):
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ValidationError(ShoalError):
+    """Bad input: names the entity, the field path and the reason in ``details``."""
+
+    code = "invalid"
+    status = 400
+
+
+class Unauthorized(ShoalError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFound(ShoalError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ShoalError):
+    """The request clashes with current state (a name in use, an operation running)."""
+
+    code = "conflict"
+    status = 409
+
+
+class LayoutError(ShoalError):
+    """No layout satisfies the template, the size and the overrides; the message says why."""
+
+    code = "no_layout"
+    status = 422
+
+
+class PlanError(ShoalError):
+    """An operation cannot be planned (dependency cycle, missing entity, missing plugin)."""
+
+    code = "plan_failed"
+    status = 422
+
+
+class PluginError(ShoalError):
+    """A provider or automator type is not installed, or a plugin is misconfigured."""
+
+    code = "plugin"
+    status = 422
+
+
+class ProviderError(ShoalError):
+    """A provider failed to create, confirm or delete a node."""
+
+    code = "provider"
+    status = 502
+
+
+class AutomatorError(ShoalError):
+    """An automator could not run a service action (not: the action exited non-zero)."""
+
+    code = "automator"
+    status = 502
+
+
+class TransportError(ShoalError):
+    """A node could not be reached (SSH refused, host key changed, container gone)."""
+
+    code = "transport"
+    status = 502
