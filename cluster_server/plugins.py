@@ -1,0 +1,217 @@
+"""Plugin interfaces (providers, automators, transports) and the one place that loads plugins.
+
+The core owns the stevedore namespaces ``shoal.providers`` and ``shoal.automators``. Plugins
+return the plain value objects defined here and know nothing of each other or of the store.
+"""
+
+import abc
+import dataclasses
+import enum
+import functools
+
+from cluster_server.errors import PluginError, ValidationError
+
+PROVIDER_NAMESPACE = "shoal.providers"
+AUTOMATOR_NAMESPACE = "shoal.automators"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A field a plugin reads from its catalog entry (provider ``provisioner`` or action fields)."""
+
+    required: bool = False
+    sensitive: bool = False
+    default: object = None
+    help: str = ""
+
+
+class NodeState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+@dataclasses.dataclass
+class NodeSpec:
+    """What a provider is asked to make: one node of a cluster."""
+
+    cluster_id: str
+    node_id: str
+    hostname: str
+    hardwaretype: str
+    imagetype: str
+    flavor: dict  # the hardware type's providermap entry for this provider
+    image: dict  # the image type's providermap entry for this provider
+    token: str  # idempotency token: the same spec always carries the same token
+    tenant: str = "default"
+
+
+@dataclasses.dataclass
+class NodeInfo:
+    """What a provider knows of a node it made. ``resource_id`` is the provider's own id."""
+
+    resource_id: str
+    state: NodeState = NodeState.PENDING
+    hostname: str = ""
+    addresses: dict = dataclasses.field(default_factory=dict)  # bind_v4, access_v4
+    ssh: dict = dataclasses.field(default_factory=dict)  # host, port, user, host_key
+    extra: dict = dataclasses.field(default_factory=dict)  # provider-only facts
+    error: str = ""  # the provider's own reason when state is FAILED
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        data["state"] = NodeState(data.get("state", "pending"))
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class ActionResult:
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self):
+        return self.exit_code == 0
+
+
+class Transport(abc.ABC):
+    """How an automator reaches a node: run a command given as argv, copy a file in."""
+
+    @abc.abstractmethod
+    def run(self, argv, env=None, stdin=None, cwd=None):
+        """Run ``argv`` (a list, never a shell string) on the node; return an ActionResult."""
+
+    @abc.abstractmethod
+    def put(self, path, data, mode=0o644):
+        """Write ``data`` (bytes) to ``path`` on the node."""
+
+    def close(self):
+        """Release connections held for this node."""
+
+
+class Provider(abc.ABC):
+    """Makes and removes nodes. One instance per provider catalog entry, shared by threads."""
+
+    #: name -> Field; validated against the provider entry's ``provisioner`` fields.
+    fields = {}
+
+    def __init__(self, name, fields, home):
+        self.name = name
+        self.config = fields
+        self.home = home
+
+    @abc.abstractmethod
+    def create(self, spec):
+        """Start making the node for ``spec``; return its NodeInfo (often PENDING).
+
+        Must be idempotent on ``spec.token``: a second call after a crash finds the first node.
+        """
+
+    @abc.abstractmethod
+    def describe(self, infos):
+        """Current state of many nodes in one call: ``{resource_id: NodeInfo}``.
+
+        Used by the poller; a node the provider no longer knows comes back GONE.
+        """
+
+    @abc.abstractmethod
+    def delete(self, info):
+        """Remove the node. Deleting a node that is already gone is not an error."""
+
+    @abc.abstractmethod
+    def find(self, cluster_id):
+        """Every node this provider holds for ``cluster_id`` (orphan checks, crash recovery)."""
+
+    @abc.abstractmethod
+    def transport(self, info):
+        """A Transport to the node described by ``info``."""
+
+    def cleanup_cluster(self, cluster_id):
+        """Remove per-cluster resources (networks, security groups) once no node is left."""
+
+
+class Automator(abc.ABC):
+    """Runs one service action on one node through a transport."""
+
+    #: name -> Field; the action's ``fields`` in the service definition.
+    fields = {}
+
+    def __init__(self, home, resources=None):
+        self.home = home
+        self.resources = resources
+
+    @abc.abstractmethod
+    def run(self, action, service, fields, context, transport):
+        """Run ``action`` of ``service``; ``fields`` are already macro-expanded.
+
+        ``context`` holds the node and cluster facts (ids, config, addresses). Returns an
+        ActionResult; a non-zero exit code is a failed task, not an exception.
+        """
+
+
+def validate_fields(kind, name, declared, given, allow_unknown=True):
+    """Check ``given`` fields against the plugin's declared ones; return them with defaults."""
+    result = {}
+    for key, field in declared.items():
+        value = given.get(key)
+        if value in (None, "") and field.default is not None:
+            value = field.default
+        if field.required and value in (None, ""):
+            raise ValidationError(
+                f"{kind} '{name}': field '{key}' is required",
+                {"entity": kind, "name": name, "field": key, "reason": "required"},
+            )
+        if value is not None:
+            result[key] = value
+    for key, value in given.items():
+        if key not in declared and not allow_unknown:
+            raise ValidationError(
+                f"{kind} '{name}': unknown field '{key}'",
+                {"entity": kind, "name": name, "field": key, "reason": "unknown"},
+            )
+        result.setdefault(key, value)
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def _entry_points(namespace):
+    import importlib.metadata
+
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=namespace)}
+
+
+def installed(namespace):
+    """Names of the plugins installed in ``namespace``, sorted."""
+    return sorted(_entry_points(namespace))
+
+
+def plugin_class(namespace, name):
+    """The plugin class registered as ``name``; a clear PluginError listing what is installed."""
+    from stevedore import driver  # only the server loads plugins; keep the CLI's start fast
+
+    kind = "provider" if namespace == PROVIDER_NAMESPACE else "automator"
+    if name not in _entry_points(namespace):
+        _entry_points.cache_clear()  # a package may have been installed since the last look
+    if name not in _entry_points(namespace):
+        have = ", ".join(installed(namespace)) or "none"
+        raise PluginError(
+            f"{kind} {name} is not installed (installed: {have})",
+            {"kind": kind, "name": name, "installed": installed(namespace)},
+        )
+    try:
+        return driver.DriverManager(namespace, name, invoke_on_load=False).driver
+    except Exception as exc:  # a broken third-party package must not take the server down
+        raise PluginError(f"{kind} {name} failed to load: {exc}", {"kind": kind, "name": name})
+
+
+def reload_plugins():
+    """Forget cached entry points (a package was installed while the server runs)."""
+    _entry_points.cache_clear()

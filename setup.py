@@ -1,0 +1,41 @@
+"""Shoal: local cluster provisioning. ``pip install .`` puts the ``shoal`` command on PATH."""
+
+import re
+
+from setuptools import find_packages, setup
+
+with open("cluster_server/version.py") as f:
+    VERSION = re.search(r'"(.+)"', f.read()).group(1)
+
+setup(
+    name="shoal",
+    version=VERSION,
+    description="Local cluster provisioning: templates, layouts, task graphs, plugins",
+    long_description=open("README.rst").read(),
+    python_requires=">=3.10",
+    packages=find_packages(include=["cluster_cli*", "cluster_server*", "extensions*"]),
+    include_package_data=True,
+    package_data={"cluster_server": ["catalog_default/*/*.json"], "extensions": ["resources/*/*"]},
+    install_requires=[
+        "cliff>=4.0",
+        "stevedore>=5.0",
+        "flask>=3.0",
+        "waitress>=3.0",
+        "sqlite-utils>=3.35",
+        "PyYAML>=6.0",
+        "paramiko>=3.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8"],
+    },
+    entry_points={
+        "console_scripts": ["shoal = cluster_cli.main:main"],
+        "shoal.providers": [
+            "local = extensions.providers.local:LocalProvider",
+            "ssh = extensions.providers.ssh:SSHProvider",
+        ],
+        "shoal.automators": [
+            "shell = extensions.automators.shell:ShellAutomator",
+        ],
+    },
+)
