@@ -5,7 +5,7 @@ import re
 from setuptools import find_packages, setup
 
 with open("cluster_server/version.py") as f:
-    VERSION = re.search(r'"(.+)"', f.read()).group(1)
+    VERSION = re.search(r'VERSION = "(.+)"', f.read()).group(1)
 
 setup(
     name="shoal",
