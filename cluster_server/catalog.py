@@ -1,0 +1,485 @@
+"""The catalog: Coopr-compatible schemas, validation, partial templates and dangling references.
+
+Everything here is a pure function of catalog dicts; the store and the API call it before any
+write, so bad input never leaves a half-written catalog.
+"""
+
+import re
+
+from cluster_server.errors import NotFound, ValidationError
+
+KINDS = ("provider", "hardwaretype", "imagetype", "service", "template", "partial")
+
+# Directory names of a Coopr catalog (and of our export) per kind.
+DIRS = {
+    "provider": "providers",
+    "hardwaretype": "hardwaretypes",
+    "imagetype": "imagetypes",
+    "service": "services",
+    "template": "clustertemplates",
+    "partial": "partialtemplates",
+}
+
+SERVICE_ACTIONS = ("bootstrap", "install", "configure", "initialize", "start", "stop", "remove")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Values stored but never returned in full: plugin-declared sensitive fields, and these by name.
+SENSITIVE_RE = re.compile(r"(password|secret|token|api_key|private_key|credential)", re.I)
+MASK = "********"
+
+
+# -- a small schema language: enough for Coopr's shapes, with errors naming the field path -----
+
+
+class Schema:
+    def check(self, value, path):
+        raise NotImplementedError
+
+
+class Scalar(Schema):
+    def __init__(self, *types, label):
+        self.types = types
+        self.label = label
+
+    def check(self, value, path):
+        # bool is an int in Python; a JSON true is never a valid number here.
+        if isinstance(value, bool) and bool not in self.types:
+            raise _Bad(path, f"must be {self.label}, not a boolean")
+        if not isinstance(value, self.types):
+            raise _Bad(path, f"must be {self.label}, not {_json_type(value)}")
+
+
+STR = Scalar(str, label="a string")
+INT = Scalar(int, label="an integer")
+BOOL = Scalar(bool, label="a boolean")
+NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes "0.175"
+SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
+
+
+class Anything(Schema):
+    def check(self, value, path):
+        pass
+
+
+class ListOf(Schema):
+    def __init__(self, item):
+        self.item = item
+
+    def check(self, value, path):
+        if not isinstance(value, list):
+            raise _Bad(path, f"must be a list, not {_json_type(value)}")
+        for index, item in enumerate(value):
+            self.item.check(item, f"{path}[{index}]")
+
+
+class MapOf(Schema):
+    """An object whose keys are names chosen by the user (providers, services, fields)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            raise _Bad(path, f"must be an object, not {_json_type(value)}")
+        for key, item in value.items():
+            self.value.check(item, f"{path}.{key}" if path else key)
+
+
+class Obj(Schema):
+    """An object with known keys; unknown keys are rejected. ``required`` lists mandatory keys."""
+
+    def __init__(self, fields, required=(), open_keys=False):
+        self.fields = fields
+        self.required = required
+        self.open_keys = open_keys
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            raise _Bad(path, f"must be an object, not {_json_type(value)}")
+        for key in self.required:
+            if key not in value:
+                raise _Bad(_join(path, key), "is required")
+        for key, item in value.items():
+            schema = self.fields.get(key)
+            if schema is None:
+                if self.open_keys:
+                    continue
+                known = ", ".join(sorted(self.fields))
+                raise _Bad(_join(path, key), f"is not a known key (known: {known})")
+            schema.check(item, _join(path, key))
+
+
+class Either(Schema):
+    def __init__(self, *options, label):
+        self.options = options
+        self.label = label
+
+    def check(self, value, path):
+        for option in self.options:
+            try:
+                option.check(value, path)
+                return
+            except _Bad:
+                continue
+        raise _Bad(path, f"must be {self.label}")
+
+
+class _Bad(Exception):
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else key
+
+
+def _json_type(value):
+    return {
+        dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+        int: "a number", float: "a number", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+NAMES = ListOf(STR)
+REF = Either(STR, Obj({"name": STR}, required=("name",)), label="a name or {\"name\": ...}")
+LINK = Obj({"label": STR, "url": STR}, required=("url",))
+COMMON = {"name": STR, "description": STR, "version": Scalar(int, str, label="a version"),
+          "icon": STR}
+PROVIDER_MAP = lambda entry: MapOf(entry)  # noqa: E731  (one entry per provider name)
+
+TEMPLATE_FIELDS = {
+    **COMMON,
+    "extends": REF,
+    "includes": ListOf(REF),
+    "defaults": Obj({
+        "services": NAMES,
+        "provider": STR,
+        "hardwaretype": STR,
+        "imagetype": STR,
+        "dnsSuffix": STR,
+        "config": MapOf(Anything()),
+    }),
+    "compatibility": Obj({"hardwaretypes": NAMES, "imagetypes": NAMES, "services": NAMES}),
+    "constraints": Obj({
+        "size": Obj({"min": INT, "max": INT}),
+        "layout": Obj({"mustcoexist": ListOf(NAMES), "cantcoexist": ListOf(NAMES)}),
+        "services": MapOf(Obj({
+            "hardwaretypes": NAMES,
+            "imagetypes": NAMES,
+            "quantities": Obj({"min": INT, "max": INT}),
+        })),
+    }),
+    "administration": Obj({
+        "leaseduration": Obj({"initial": NUMLIKE, "max": NUMLIKE, "step": NUMLIKE}),
+    }),
+    "links": ListOf(LINK),
+}
+
+SCHEMAS = {
+    "provider": Obj(
+        {**COMMON, "providertype": STR, "provisioner": MapOf(SCALAR)},
+        required=("name", "providertype"),
+    ),
+    "hardwaretype": Obj(
+        {**COMMON, "providermap": PROVIDER_MAP(Obj(
+            {"flavor": STR, "cost": NUMLIKE, "vcpu": NUMLIKE, "ram": NUMLIKE, "disks": STR},
+            required=("flavor",), open_keys=True))},
+        required=("name", "providermap"),
+    ),
+    "imagetype": Obj(
+        {**COMMON, "providermap": PROVIDER_MAP(Obj(
+            {"image": STR, "sshuser": STR}, required=("image",), open_keys=True))},
+        required=("name", "providermap"),
+    ),
+    "service": Obj(
+        {
+            **COMMON,
+            "dependencies": Obj({
+                "provides": NAMES,
+                "conflicts": NAMES,
+                "install": Obj({"requires": NAMES, "uses": NAMES}),
+                "runtime": Obj({"requires": NAMES, "uses": NAMES}),
+            }),
+            "provisioner": Obj({
+                "actions": Obj(
+                    {action: Obj({"type": STR, "fields": MapOf(Anything())}, required=("type",))
+                     for action in SERVICE_ACTIONS}
+                ),
+            }),
+            "links": ListOf(LINK),
+        },
+        required=("name",),
+    ),
+    "template": Obj(TEMPLATE_FIELDS, required=("name",)),
+    "partial": Obj({**TEMPLATE_FIELDS, "immutable": BOOL}, required=("name",)),
+}
+
+
+def validate(kind, body):
+    """Check one entity's shape; raise ValidationError naming the entity, field path and reason."""
+    if kind not in SCHEMAS:
+        raise ValidationError(
+            f"unknown catalog kind '{kind}' (known: {', '.join(KINDS)})",
+            {"entity": kind, "field": "kind", "reason": "unknown kind"},
+        )
+    name = body.get("name") if isinstance(body, dict) else None
+    label = f"{kind} '{name}'" if isinstance(name, str) else kind
+    try:
+        SCHEMAS[kind].check(body, "")
+    except _Bad as bad:
+        raise ValidationError(
+            f"{label}: {bad.path} {bad.reason}",
+            {"entity": kind, "name": name, "field": bad.path, "reason": bad.reason},
+        ) from None
+    if not NAME_RE.match(name):
+        raise ValidationError(
+            f"{label}: name must be letters, digits, '.', '_' or '-' (at most 128)",
+            {"entity": kind, "name": name, "field": "name", "reason": "invalid name"},
+        )
+    return body
+
+
+def validate_all(entities):
+    """Validate a batch of (kind, body) pairs: shapes, duplicate names within the batch."""
+    seen = {}
+    for index, (kind, body) in enumerate(entities):
+        validate(kind, body)
+        key = (kind, body["name"])
+        if key in seen:
+            raise ValidationError(
+                f"{kind} '{body['name']}' is defined twice ({seen[key]} and {_where(body, index)})",
+                {"entity": kind, "name": body["name"], "field": "name", "reason": "duplicate"},
+            )
+        seen[key] = _where(body, index)
+
+
+def _where(body, index):
+    return body.get("_source") or f"item {index + 1}"
+
+
+# -- references --------------------------------------------------------------------------------
+
+
+def ref_name(ref):
+    return ref["name"] if isinstance(ref, dict) else ref
+
+
+def provided_names(services):
+    """name -> set of service names that satisfy it (itself, and whoever ``provides`` it)."""
+    result = {}
+    for name, body in services.items():
+        result.setdefault(name, set()).add(name)
+        for provided in body.get("dependencies", {}).get("provides", []):
+            result.setdefault(provided, set()).add(name)
+    return result
+
+
+def service_requires(body):
+    deps = body.get("dependencies", {})
+    return deps.get("install", {}).get("requires", []) + deps.get("runtime", {}).get("requires", [])
+
+
+def check_cycles(services):
+    """Reject a cycle among service dependencies (install and runtime graphs, through provides)."""
+    providers = provided_names(services)
+    for phase in ("install", "runtime"):
+        graph = {}
+        for name, body in services.items():
+            deps = body.get("dependencies", {}).get(phase, {})
+            targets = set()
+            for dep in deps.get("requires", []) + deps.get("uses", []):
+                targets |= providers.get(dep, set()) - {name}
+            graph[name] = sorted(targets)
+        cycle = _find_cycle(graph)
+        if cycle:
+            path = " -> ".join(cycle)
+            raise ValidationError(
+                f"service '{cycle[0]}': {phase} dependencies form a cycle: {path}",
+                {"entity": "service", "name": cycle[0], "field": f"dependencies.{phase}",
+                 "reason": "cycle", "cycle": cycle},
+            )
+
+
+def _find_cycle(graph):
+    state = {}
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        stack = [(start, iter(graph[start]))]
+        path = [start]
+        state[start] = 1  # on the current path
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2  # finished
+            elif state.get(child) == 1:
+                return path[path.index(child):] + [child]
+            elif not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(graph.get(child, []))))
+    return None
+
+
+def dangling(catalog):
+    """Every reference to an entity that is not in the catalog, as readable warnings.
+
+    ``catalog`` is {kind: {name: body}}. Real catalogs are built piece by piece, so these are
+    warnings; planning a cluster that needs a missing entity fails then.
+    """
+    have = {kind: set(catalog.get(kind, {})) for kind in KINDS}
+    services = catalog.get("service", {})
+    providers = provided_names(services)
+    warnings = []
+
+    def missing(kind, owner_kind, owner, field, name):
+        # One warning per missing name per entity, listing every field that names it.
+        for warning in warnings:
+            if (warning["entity"], warning["name"], warning["ref"]) == (owner_kind, owner, name):
+                warning["fields"].append(field)
+                warning["message"] = _missing_message(warning)
+                return
+        warning = {"entity": owner_kind, "name": owner, "fields": [field], "missing": kind,
+                   "ref": name}
+        warning["message"] = _missing_message(warning)
+        warnings.append(warning)
+
+    for kind in ("template", "partial"):
+        for name, body in sorted(catalog.get(kind, {}).items()):
+            for field, ref_kind, refs in _template_refs(body):
+                for ref in refs:
+                    if ref_kind == "service":
+                        if ref not in providers:
+                            missing("service", kind, name, field, ref)
+                    elif ref not in have[ref_kind]:
+                        missing(ref_kind, kind, name, field, ref)
+    for name, body in sorted(services.items()):
+        for dep in service_requires(body):
+            if dep not in providers:
+                warnings.append({
+                    "entity": "service", "name": name, "fields": ["dependencies"],
+                    "missing": "service", "ref": dep,
+                    "message": f"service '{name}' requires '{dep}', which no service provides",
+                })
+    return warnings
+
+
+def _missing_message(warning):
+    return (f"{warning['entity']} '{warning['name']}' names {warning['missing']} "
+            f"'{warning['ref']}' ({', '.join(warning['fields'])}), which is not in the catalog")
+
+
+def _template_refs(body):
+    defaults = body.get("defaults", {})
+    compat = body.get("compatibility", {})
+    constraints = body.get("constraints", {})
+    layout = constraints.get("layout", {})
+    yield "defaults.services", "service", defaults.get("services", [])
+    yield "compatibility.services", "service", compat.get("services", [])
+    yield "constraints.services", "service", list(constraints.get("services", {}))
+    for group_kind in ("mustcoexist", "cantcoexist"):
+        for group in layout.get(group_kind, []):
+            yield f"constraints.layout.{group_kind}", "service", group
+    for key, kind in (("hardwaretype", "hardwaretype"), ("imagetype", "imagetype"),
+                      ("provider", "provider")):
+        if defaults.get(key):
+            yield f"defaults.{key}", kind, [defaults[key]]
+    yield "compatibility.hardwaretypes", "hardwaretype", compat.get("hardwaretypes", [])
+    yield "compatibility.imagetypes", "imagetype", compat.get("imagetypes", [])
+    if body.get("extends"):
+        yield "extends", "template", [ref_name(body["extends"])]
+    yield "includes", "partial", [ref_name(ref) for ref in body.get("includes", [])]
+
+
+# -- partial templates -------------------------------------------------------------------------
+
+
+def resolve_template(name, catalog):
+    """The template with its ``extends`` parent and ``includes`` partials merged in.
+
+    The parent comes first, then each included partial, then the template itself: later wins
+    for single values, lists are unioned (order kept), config objects are merged deeply.
+    A missing parent or partial is an error naming it; so is a cycle of ``extends``.
+    """
+    return _resolve(name, catalog, ())
+
+
+def _resolve(name, catalog, chain):
+    templates = catalog.get("template", {})
+    if name in chain:
+        raise ValidationError(
+            f"template '{name}': extends forms a cycle: {' -> '.join(chain + (name,))}",
+            {"entity": "template", "name": name, "field": "extends", "reason": "cycle"},
+        )
+    if name not in templates:
+        if chain:
+            raise NotFound(
+                f"template '{chain[-1]}' extends template '{name}', which is not in the catalog",
+                {"entity": "template", "name": chain[-1], "field": "extends", "missing": name},
+            )
+        raise NotFound(f"template '{name}' not found", {"entity": "template", "name": name})
+    body = templates[name]
+    merged = {}
+    if body.get("extends"):
+        merged = _resolve(ref_name(body["extends"]), catalog, chain + (name,))
+    for ref in body.get("includes", []):
+        partial = catalog.get("partial", {}).get(ref_name(ref))
+        if partial is None:
+            raise NotFound(
+                f"template '{name}' includes partial '{ref_name(ref)}', which is not in the catalog",
+                {"entity": "template", "name": name, "field": "includes", "missing": ref_name(ref)},
+            )
+        merged = merge(merged, {k: v for k, v in partial.items() if k not in _OWN_KEYS})
+    merged = merge(merged, {k: v for k, v in body.items() if k not in ("extends", "includes")})
+    merged["name"] = name
+    return merged
+
+
+_OWN_KEYS = ("name", "description", "immutable", "extends", "includes", "version", "icon")
+
+
+def merge(base, over):
+    """Deep merge used for partial templates: dicts merge, lists union, scalars are replaced."""
+    result = dict(base)
+    for key, value in over.items():
+        old = result.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            result[key] = merge(old, value)
+        elif isinstance(old, list) and isinstance(value, list):
+            result[key] = old + [item for item in value if item not in old]
+        else:
+            result[key] = value
+    return result
+
+
+# -- sensitive fields --------------------------------------------------------------------------
+
+
+def mask_provider(body, sensitive=()):
+    """A copy of a provider with secret fields replaced by MASK (when they hold a value)."""
+    fields = body.get("provisioner")
+    if not fields:
+        return body
+    masked = dict(fields)
+    for key, value in fields.items():
+        if value not in ("", None) and (key in sensitive or SENSITIVE_RE.search(key)):
+            masked[key] = MASK
+    return {**body, "provisioner": masked}
+
+
+def keep_secrets(new, old, sensitive=()):
+    """On update or re-import, a field sent back as MASK keeps the stored secret."""
+    fields = new.get("provisioner")
+    if not fields or not old:
+        return new
+    kept = dict(fields)
+    for key, value in fields.items():
+        if value == MASK:
+            kept[key] = old.get("provisioner", {}).get(key, "")
+    return {**new, "provisioner": kept}

@@ -1,0 +1,194 @@
+"""The SQLite store: one file in SHOAL_HOME, WAL mode, numbered migrations, one connection per thread.
+
+Writes go through ``Store.write()``, a ``BEGIN IMMEDIATE`` transaction: taking the write lock up
+front means two threads never both hold a read snapshot and then race to upgrade it, which is
+what produces "database is locked" under load. Every row carries its tenant.
+"""
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+
+import sqlite_utils
+
+from cluster_server.errors import NotFound
+
+# Numbered migrations: append, never edit one that has shipped.
+MIGRATIONS = [
+    # 1: the catalog. One table for every kind keeps import/export and validation generic.
+    """
+    CREATE TABLE catalog (
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant, kind, name)
+    );
+    """,
+    # 2: clusters, their nodes, operations and the task graph each operation runs.
+    """
+    CREATE TABLE clusters (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        template TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (tenant, name)
+    );
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        hostname TEXT NOT NULL,
+        hardwaretype TEXT NOT NULL,
+        imagetype TEXT NOT NULL,
+        services TEXT NOT NULL,
+        status TEXT NOT NULL,
+        facts TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX nodes_cluster ON nodes(cluster_id);
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params TEXT NOT NULL,
+        error TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX operations_cluster ON operations(cluster_id);
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        operation_id TEXT NOT NULL REFERENCES operations(id),
+        node_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        service TEXT,
+        depends_on TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        output TEXT NOT NULL DEFAULT '',
+        started_at REAL,
+        finished_at REAL,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_operation ON tasks(operation_id, status);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        cluster_id TEXT NOT NULL,
+        operation_id TEXT,
+        at REAL NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_cluster ON events(cluster_id, id);
+    """,
+]
+
+
+class Store:
+    def __init__(self, path):
+        self.path = str(path)
+        self._local = threading.local()
+        self.migrate()
+
+    @property
+    def db(self):
+        """This thread's sqlite_utils Database (SQLite connections are not shared across threads)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # isolation_level=None: we issue BEGIN ourselves; timeout waits for the write lock.
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            db = self._local.db = sqlite_utils.Database(conn)
+        return db
+
+    @contextlib.contextmanager
+    def write(self):
+        """One write transaction; nested calls join the outer one."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self.db
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def migrate(self):
+        with self.write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number in done:
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_migrations (version) VALUES (?)", [number])
+
+    def schema_version(self):
+        return self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def catalog_list(self, kind, tenant="default"):
+        rows = self.db.execute(
+            "SELECT body FROM catalog WHERE tenant = ? AND kind = ? ORDER BY name", [tenant, kind]
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def catalog_all(self, tenant="default"):
+        """Every entity, as {kind: {name: body}}."""
+        result = {}
+        rows = self.db.execute(
+            "SELECT kind, name, body FROM catalog WHERE tenant = ? ORDER BY kind, name", [tenant]
+        )
+        for kind, name, body in rows:
+            result.setdefault(kind, {})[name] = json.loads(body)
+        return result
+
+    def catalog_get(self, kind, name, tenant="default"):
+        row = self.db.execute(
+            "SELECT body FROM catalog WHERE tenant = ? AND kind = ? AND name = ?",
+            [tenant, kind, name],
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"{kind} '{name}' not found", {"entity": kind, "name": name})
+        return json.loads(row[0])
+
+    def catalog_exists(self, kind, name, tenant="default"):
+        return self.db.execute(
+            "SELECT 1 FROM catalog WHERE tenant = ? AND kind = ? AND name = ?", [tenant, kind, name]
+        ).fetchone() is not None
+
+    def catalog_put(self, entities, tenant="default"):
+        """Write many (kind, body) pairs in one transaction: all of them or none."""
+        now = time.time()
+        with self.write() as db:
+            for kind, body in entities:
+                db.execute(
+                    "INSERT OR REPLACE INTO catalog (tenant, kind, name, body, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [tenant, kind, body["name"], json.dumps(body, sort_keys=True), now],
+                )
+
+    def catalog_delete(self, kind, name, tenant="default"):
+        with self.write() as db:
+            cursor = db.execute(
+                "DELETE FROM catalog WHERE tenant = ? AND kind = ? AND name = ?", [tenant, kind, name]
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"{kind} '{name}' not found", {"entity": kind, "name": name})
