@@ -242,22 +242,29 @@ def validate(kind, body):
     return body
 
 
-def validate_all(entities):
-    """Validate a batch of (kind, body) pairs: shapes, duplicate names within the batch."""
+def validate_all(entities, sources=None):
+    """Validate a batch of (kind, body) pairs: shapes, duplicate names within the batch.
+
+    ``sources`` (same order) names where each came from, for the error message.
+    """
     seen = {}
     for index, (kind, body) in enumerate(entities):
-        validate(kind, body)
+        where = (sources[index] if sources else None) or f"item {index + 1}"
+        try:
+            validate(kind, body)
+        except ValidationError as error:
+            if sources and sources[index]:
+                error.message = f"{where}: {error.message}"
+                error.args = (error.message,)
+                error.details["source"] = where
+            raise
         key = (kind, body["name"])
         if key in seen:
             raise ValidationError(
-                f"{kind} '{body['name']}' is defined twice ({seen[key]} and {_where(body, index)})",
+                f"{kind} '{body['name']}' is defined twice ({seen[key]} and {where})",
                 {"entity": kind, "name": body["name"], "field": "name", "reason": "duplicate"},
             )
-        seen[key] = _where(body, index)
-
-
-def _where(body, index):
-    return body.get("_source") or f"item {index + 1}"
+        seen[key] = where
 
 
 # -- references --------------------------------------------------------------------------------
@@ -476,10 +483,12 @@ def mask_provider(body, sensitive=()):
 def keep_secrets(new, old, sensitive=()):
     """On update or re-import, a field sent back as MASK keeps the stored secret."""
     fields = new.get("provisioner")
-    if not fields or not old:
+    if not fields:
         return new
+    stored = (old or {}).get("provisioner", {})
     kept = dict(fields)
     for key, value in fields.items():
         if value == MASK:
-            kept[key] = old.get("provisioner", {}).get(key, "")
+            # An export never carries secrets: with nothing stored, the field stays empty.
+            kept[key] = stored.get(key, "")
     return {**new, "provisioner": kept}

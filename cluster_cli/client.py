@@ -1,0 +1,134 @@
+"""The REST client of the ``shoal`` CLI: JSON over loopback HTTP with the per-user token.
+
+Uses http.client rather than requests: the CLI starts on every command, and importing requests
+alone costs more than a whole command is allowed.
+"""
+
+import http.client
+import json
+import os
+import pathlib
+import sys
+import urllib.parse
+
+
+class ClientError(Exception):
+    """An error the CLI prints as one line: the server's message, or why it cannot be reached."""
+
+    def __init__(self, message, code="error", details=None, status=None):
+        super().__init__(message)
+        self.code = code
+        self.details = details or {}
+        self.status = status
+
+
+def shoal_home():
+    path = pathlib.Path(os.environ.get("SHOAL_HOME") or pathlib.Path.home() / ".shoal")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def local_server_url(home=None):
+    """The URL the local server wrote when it started, or None when it is not running."""
+    try:
+        state = json.loads(((home or shoal_home()) / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("url")
+
+
+class Client:
+    def __init__(self, url=None, token=None, autostart=True, tenant=None):
+        self.explicit_url = url or os.environ.get("SHOAL_URL")
+        self.token = token or os.environ.get("SHOAL_TOKEN")
+        self.autostart = autostart and not self.explicit_url
+        self.tenant = tenant or os.environ.get("SHOAL_TENANT")
+        self._conn = None
+        self._url = None
+
+    def url(self):
+        if self._url:
+            return self._url
+        url = self.explicit_url or local_server_url()
+        if url is None or (not self.explicit_url and not self._alive(url)):
+            if not self.autostart:
+                raise ClientError(f"no Shoal server at {url or 'SHOAL_HOME'}: "
+                                  "start one with 'shoal server start'", code="unreachable")
+            from cluster_cli import daemon
+
+            url = daemon.start(announce=True)
+        self._url = url
+        return url
+
+    def _alive(self, url):
+        try:
+            self._raw("GET", url, "/api/v1/server", None, quiet=True)
+            return True
+        except ClientError as error:
+            return error.code not in ("unreachable",)
+
+    def _token(self):
+        if not self.token:
+            try:
+                self.token = (shoal_home() / "token").read_text().strip()
+            except OSError:
+                raise ClientError("no API token: set SHOAL_TOKEN, or start the server once "
+                                  "so it writes SHOAL_HOME/token", code="unauthorized") from None
+        return self.token
+
+    def _raw(self, method, url, path, body, quiet=False):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ClientError(f"bad server URL '{url}': expected http://HOST:PORT",
+                              code="unreachable")
+        headers = {"Authorization": "Bearer " + self._token(), "Accept": "application/json"}
+        if self.tenant:
+            headers["X-Shoal-Tenant"] = self.tenant
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            if self._conn is None or self._conn.host != parts.hostname:
+                self._conn = http.client.HTTPConnection(parts.hostname, parts.port or 80,
+                                                        timeout=None)
+            self._conn.request(method, path, body=data, headers=headers)
+            response = self._conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._conn = None
+            raise ClientError(f"cannot reach the Shoal server at {url}: {exc}",
+                              code="unreachable") from None
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            raise ClientError(f"server answered {response.status} with non-JSON data",
+                              status=response.status) from None
+        if response.status >= 400:
+            error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
+            raise ClientError(error.get("message") or f"HTTP {response.status}",
+                              code=error.get("code", "error"), details=error.get("details"),
+                              status=response.status)
+        return payload
+
+    def request(self, method, path, body=None, params=None):
+        if params:
+            query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+            path = f"{path}?{query}" if query else path
+        return self._raw(method, self.url(), "/api/v1" + path, body)
+
+    def get(self, path, **params):
+        return self.request("GET", path, params=params)
+
+    def post(self, path, body=None):
+        return self.request("POST", path, body if body is not None else {})
+
+    def put(self, path, body):
+        return self.request("PUT", path, body)
+
+    def delete(self, path):
+        return self.request("DELETE", path)
+
+
+def warn(message):
+    print(message, file=sys.stderr)

@@ -1,0 +1,81 @@
+"""Start, stop and find the local Shoal server process (pid and log under SHOAL_HOME)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from cluster_cli.client import ClientError, local_server_url, shoal_home
+
+
+def _state(home):
+    try:
+        return json.loads((home / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(home=None):
+    """The pid of the live server of this SHOAL_HOME, or None."""
+    state = _state(home or shoal_home())
+    if not state:
+        return None
+    try:
+        os.kill(state["pid"], 0)
+    except (OSError, KeyError, TypeError):
+        return None
+    return state["pid"]
+
+
+def log_path(home=None):
+    return (home or shoal_home()) / "server.log"
+
+
+def start(port=None, announce=False, wait=30.0):
+    """Start the server in the background unless it runs; return its URL."""
+    home = shoal_home()
+    if running_pid(home):
+        return local_server_url(home)
+    if announce:
+        print(f"Starting the Shoal server (log: {log_path(home)})", file=sys.stderr)
+    (home / "server.json").unlink(missing_ok=True)
+    port = port if port is not None else os.environ.get("SHOAL_PORT", "0")
+    with open(log_path(home), "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cluster_server.serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,  # survives the shell that started it
+        )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        state = _state(home)
+        if state and state.get("pid") == process.pid:
+            return state["url"]
+        if process.poll() is not None:
+            raise ClientError(f"the Shoal server exited at start (code {process.returncode}); "
+                              f"see {log_path(home)}", code="unreachable")
+        time.sleep(0.05)
+    raise ClientError(f"the Shoal server did not start within {wait:.0f} s; "
+                      f"see {log_path(home)}", code="unreachable")
+
+
+def stop(wait=30.0):
+    """Stop the server (SIGTERM, then SIGKILL after ``wait``); return the pid stopped or None."""
+    home = shoal_home()
+    pid = running_pid(home)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    (home / "server.json").unlink(missing_ok=True)
+    return pid

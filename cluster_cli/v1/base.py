@@ -1,0 +1,44 @@
+"""Shared pieces of the command classes: the client, warnings, one-line errors."""
+
+import json
+import sys
+
+from cliff.command import Command
+from cliff.lister import Lister
+from cliff.show import ShowOne
+
+
+class ClientMixin:
+    @property
+    def client(self):
+        return self.app.client
+
+    def warn(self, message):
+        print(message, file=sys.stderr)
+
+    def print_warnings(self, warnings):
+        for warning in warnings or []:
+            self.warn(f"warning: {warning['message']}")
+
+
+def cell(value, parsed_args):
+    """Nested values print as JSON in table/value/csv output and stay nested in json/yaml."""
+    if isinstance(value, (dict, list)) and getattr(parsed_args, "formatter", "") not in (
+        "json", "yaml"
+    ):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+class ShoalCommand(ClientMixin, Command):
+    pass
+
+
+class ShoalLister(ClientMixin, Lister):
+    pass
+
+
+class ShoalShowOne(ClientMixin, ShowOne):
+    def show_dict(self, data, parsed_args):
+        columns = tuple(data)
+        return columns, tuple(cell(data[key], parsed_args) for key in columns)

@@ -1,0 +1,63 @@
+"""``shoal server start|stop|status|logs``: the local server process."""
+
+import collections
+
+from cluster_cli import daemon
+from cluster_cli.client import ClientError
+from cluster_cli.v1.base import ShoalCommand, ShoalShowOne
+
+
+class StartServer(ShoalCommand):
+    """Start the local Shoal server in the background (does nothing if it runs)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--port", type=int, default=None,
+                            help="port on 127.0.0.1 (default: $SHOAL_PORT, else a free one)")
+        return parser
+
+    def take_action(self, parsed_args):
+        was = daemon.running_pid()
+        url = daemon.start(port=parsed_args.port)
+        state = "already running" if was else "started"
+        self.app.stdout.write(f"Shoal server {state} at {url} (pid {daemon.running_pid()})\n")
+
+
+class StopServer(ShoalCommand):
+    """Stop the local Shoal server; running operations resume at the next start."""
+
+    def take_action(self, parsed_args):
+        pid = daemon.stop()
+        self.app.stdout.write("Shoal server stopped\n" if pid else "Shoal server not running\n")
+
+
+class ServerStatus(ShoalShowOne):
+    """Show whether the server runs, where, and its version."""
+
+    def take_action(self, parsed_args):
+        pid = daemon.running_pid()
+        if not pid and not self.app.options.url:
+            return self.show_dict({"status": "stopped", "url": "", "pid": ""}, parsed_args)
+        info = self.client.get("/server")
+        return self.show_dict({"status": "running", "url": self.client.url(),
+                               "pid": info["pid"], "version": info["version"],
+                               "home": info["home"]}, parsed_args)
+
+
+class ServerLogs(ShoalCommand):
+    """Print the end of the server's log."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("-n", "--lines", type=int, default=50,
+                            help="how many lines from the end (default 50)")
+        return parser
+
+    def take_action(self, parsed_args):
+        try:
+            with open(daemon.log_path(), errors="replace") as log:
+                tail = collections.deque(log, maxlen=parsed_args.lines)
+        except FileNotFoundError:
+            raise ClientError("no server log yet: the server has not started in this "
+                              "SHOAL_HOME") from None
+        self.app.stdout.write("".join(tail))

@@ -1,0 +1,147 @@
+"""Catalog endpoints: CRUD per kind, whole-catalog import, export and check."""
+
+from flask import Blueprint, current_app, g, jsonify
+
+from cluster_server import catalog, plugins
+from cluster_server.api.common import flag, json_body
+from cluster_server.errors import Conflict, PluginError, ValidationError
+
+bp = Blueprint("catalog", __name__)
+
+PATHS = {catalog.DIRS[kind]: kind for kind in catalog.KINDS}
+
+
+def _kind(plural):
+    kind = PATHS.get(plural)
+    if kind is None:
+        raise ValidationError(f"unknown catalog collection '{plural}'",
+                              {"field": "path", "reason": "unknown collection"})
+    return kind
+
+
+def sensitive_fields(body):
+    """Fields the provider's plugin marks sensitive (none when the plugin is not installed)."""
+    try:
+        cls = plugins.plugin_class(plugins.PROVIDER_NAMESPACE, body.get("providertype", ""))
+    except PluginError:
+        return ()
+    return tuple(name for name, field in cls.fields.items() if field.sensitive)
+
+
+def public(kind, body):
+    """What the API returns for an entity: secrets masked."""
+    if kind == "provider":
+        return catalog.mask_provider(body, sensitive_fields(body))
+    return body
+
+
+def write_entities(entities, replace, sources=None):
+    """Validate a batch against the whole catalog, then write it in one transaction.
+
+    ``entities`` is a list of (kind, body). Returns the dangling-reference warnings that
+    concern the written entities.
+    """
+    store = current_app.store
+    catalog.validate_all(entities, sources)
+    current = store.catalog_all(g.tenant)
+    if not replace:
+        for kind, body in entities:
+            if body["name"] in current.get(kind, {}):
+                raise Conflict(f"{kind} '{body['name']}' already exists (use update)",
+                               {"entity": kind, "name": body["name"], "reason": "exists"})
+    merged = {kind: dict(items) for kind, items in current.items()}
+    cleaned = []
+    for kind, body in entities:
+        if kind == "provider":
+            body = catalog.keep_secrets(body, current.get("provider", {}).get(body["name"]))
+        merged.setdefault(kind, {})[body["name"]] = body
+        cleaned.append((kind, body))
+    catalog.check_cycles(merged.get("service", {}))
+    written = {(kind, body["name"]) for kind, body in cleaned}
+    warnings = [w for w in catalog.dangling(merged) if (w["entity"], w["name"]) in written]
+    store.catalog_put(cleaned, g.tenant)
+    return warnings
+
+
+@bp.get("/<plural>")
+def list_entities(plural):
+    """List the entities of one catalog kind."""
+    kind = _kind(plural)
+    return jsonify([public(kind, body) for body in current_app.store.catalog_list(kind, g.tenant)])
+
+
+@bp.post("/<plural>")
+def create_entity(plural):
+    """Create one catalog entity; 409 when the name is taken."""
+    kind = _kind(plural)
+    body = json_body()
+    warnings = write_entities([(kind, body)], replace=False)
+    return jsonify({"entity": public(kind, body), "warnings": warnings}), 201
+
+
+@bp.get("/<plural>/<name>")
+def show_entity(plural, name):
+    """One entity; templates come resolved (extends/includes merged) unless ?raw=1."""
+    kind = _kind(plural)
+    store = current_app.store
+    if kind == "template" and not flag("raw"):
+        store.catalog_get(kind, name, g.tenant)  # 404 first, before resolving
+        return jsonify(catalog.resolve_template(name, store.catalog_all(g.tenant)))
+    return jsonify(public(kind, store.catalog_get(kind, name, g.tenant)))
+
+
+@bp.put("/<plural>/<name>")
+def update_entity(plural, name):
+    """Replace one entity (it must exist)."""
+    kind = _kind(plural)
+    current_app.store.catalog_get(kind, name, g.tenant)
+    body = json_body()
+    body.setdefault("name", name)
+    if body["name"] != name:
+        raise ValidationError(f"{kind} '{name}': name cannot change (body says '{body['name']}')",
+                              {"entity": kind, "name": name, "field": "name",
+                               "reason": "rename not allowed"})
+    warnings = write_entities([(kind, body)], replace=True)
+    return jsonify({"entity": public(kind, body), "warnings": warnings})
+
+
+@bp.delete("/<plural>/<name>")
+def delete_entity(plural, name):
+    """Delete one entity."""
+    kind = _kind(plural)
+    current_app.store.catalog_delete(kind, name, g.tenant)
+    return jsonify({"deleted": name})
+
+
+@bp.post("/catalog/import")
+def import_catalog():
+    """Import many entities at once: all are written or none ({"entities": [{kind, body}]})."""
+    data = json_body()
+    items = data.get("entities")
+    if not isinstance(items, list):
+        raise ValidationError("import: 'entities' must be a list",
+                              {"field": "entities", "reason": "not a list"})
+    entities, sources = [], []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("body"), dict):
+            raise ValidationError(f"import: entities[{index}] must be {{kind, body}}",
+                                  {"field": f"entities[{index}]", "reason": "bad shape"})
+        entities.append((item.get("kind"), item["body"]))
+        sources.append(item.get("source"))
+    warnings = write_entities(entities, replace=True, sources=sources)
+    return jsonify({"imported": len(entities), "warnings": warnings})
+
+
+@bp.get("/catalog/export")
+def export_catalog():
+    """Every entity as stored (templates unresolved, secrets masked)."""
+    everything = current_app.store.catalog_all(g.tenant)
+    entities = [{"kind": kind, "body": public(kind, body)}
+                for kind in catalog.KINDS for body in everything.get(kind, {}).values()]
+    return jsonify({"entities": entities})
+
+
+@bp.get("/catalog/check")
+def check_catalog():
+    """Every dangling reference in the catalog."""
+    return jsonify({"warnings": catalog.dangling(current_app.store.catalog_all(g.tenant))})

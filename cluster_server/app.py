@@ -1,0 +1,69 @@
+"""The Flask app factory: the store, the token check, the blueprints and the one error shape."""
+
+import hmac
+import logging
+import traceback
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from cluster_server import config
+from cluster_server.errors import ShoalError, Unauthorized
+from cluster_server.store import Store
+
+LOG = logging.getLogger("shoal.server")
+
+
+def create_app(home=None, token=None, start_engine=False):
+    """Build the app for the Shoal home ``home`` (default SHOAL_HOME).
+
+    ``start_engine=False`` gives an app that serves the catalog and plans but runs nothing:
+    unit tests of the API use it.
+    """
+    app = Flask("shoal")
+    app.config["SHOAL_HOME"] = home or config.home()
+    app.config["SHOAL_TOKEN"] = token or config.ensure_token(app.config["SHOAL_HOME"])
+    app.config["JSON_SORT_KEYS"] = False
+    app.store = Store(app.config["SHOAL_HOME"] / "shoal.db")
+    app.engine = None
+    if start_engine:
+        from cluster_server.engine import Engine
+
+        app.engine = Engine(app.store, app.config["SHOAL_HOME"])
+        app.engine.start()
+
+    from cluster_server.api import catalog, meta
+
+    for module in (meta, catalog):
+        app.register_blueprint(module.bp, url_prefix="/api/v1")
+
+    @app.before_request
+    def check_token():
+        sent = request.headers.get("Authorization", "")
+        expected = "Bearer " + app.config["SHOAL_TOKEN"]
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Unauthorized(
+                "missing or wrong API token (the CLI reads it from SHOAL_HOME/token)"
+            )
+        g.tenant = request.headers.get("X-Shoal-Tenant", "default")
+
+    @app.errorhandler(ShoalError)
+    def shoal_error(error):
+        return jsonify(error.to_dict()), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        body = {"error": {"code": error.name.lower().replace(" ", "_"),
+                          "message": error.description, "details": {}}}
+        return jsonify(body), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected(error):
+        # The user sees one line; the server log keeps the traceback for us.
+        LOG.error("unexpected error on %s %s\n%s", request.method, request.path,
+                  traceback.format_exc())
+        body = {"error": {"code": "internal", "message": f"internal error: {error}",
+                          "details": {}}}
+        return jsonify(body), 500
+
+    return app

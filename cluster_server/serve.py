@@ -1,0 +1,58 @@
+"""Run the Shoal server: ``python -m cluster_server.serve [--host H] [--port P]``.
+
+Served by waitress, a production WSGI server with a thread pool. Writes ``server.json``
+(pid, url) in SHOAL_HOME once it listens, so the CLI knows where to find it.
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+from cluster_server import config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="shoal-server")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SHOAL_PORT", 0) or
+                                                        config.DEFAULT_PORT))
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import waitress.server
+
+    from cluster_server.app import create_app
+
+    home = config.home()
+    app = create_app(home)
+    server = waitress.server.create_server(app, host=args.host, port=args.port,
+                                           threads=args.threads, ident="shoal")
+    host, port = server.effective_host, server.effective_port
+    state = home / "server.json"
+    config.write_private(state, json.dumps({"pid": os.getpid(), "url": f"http://{host}:{port}"}))
+    logging.getLogger("shoal.server").info("listening on http://%s:%s", host, port)
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    finally:
+        if app.engine is not None:
+            app.engine.stop()
+        try:
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+if __name__ == "__main__":
+    main()
