@@ -9,6 +9,11 @@ from cliff.show import ShowOne
 
 
 class ClientMixin:
+    def get_epilog(self):
+        # cliff's default scans every installed distribution to name the plugin that provides
+        # the command (about 0.3 s); all our commands come from Shoal itself.
+        return self._epilog or ""
+
     @property
     def client(self):
         return self.app.client
