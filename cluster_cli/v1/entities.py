@@ -113,10 +113,10 @@ class _Delete(ShoalCommand):
 
 
 _HELP = {
-    "create": "Create a {kind} from a JSON or YAML file.",
+    "create": "Create {article} {kind} from a JSON or YAML file.",
     "list": "List {kind}s.",
     "show": "Show one {kind}.",
-    "update": "Replace a {kind} with the content of a JSON or YAML file.",
+    "update": "Replace {article} {kind} with the content of a JSON or YAML file.",
     "delete": "Delete one or more {kind}s.",
 }
 _BASES = {"create": _Create, "list": _List, "show": _Show, "update": _Update, "delete": _Delete}
@@ -127,6 +127,6 @@ for _noun in NOUNS:
     for _verb, _base in _BASES.items():
         _label = _LABELS.get(_noun, _noun)
         _name = f"{_verb.capitalize()}{_noun.capitalize()}"
-        _help = _HELP[_verb].format(kind=_label)
+        _help = _HELP[_verb].format(kind=_label, article="an" if _label[0] in "aeiou" else "a")
         globals()[_name] = type(_name, (_base,), {"kind": _noun, "__doc__": _help})
 

@@ -1,0 +1,75 @@
+"""Server lifecycle through the real binary: start, status, logs, stop, autostart, --url."""
+
+import json
+import os
+import socket
+import stat
+
+from tests.conftest import Shoal
+
+
+def test_start_status_logs_stop(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    assert shoal.json("server", "status")["status"] == "stopped"
+    started = shoal.run("server", "start").stdout
+    assert "started at http://127.0.0.1:" in started
+    assert "already running" in shoal.run("server", "start").stdout
+    status = shoal.json("server", "status")
+    assert status["status"] == "running" and status["url"].startswith("http://127.0.0.1:")
+    assert "listening on" in shoal.run("server", "logs").stdout
+    assert stat.S_IMODE(os.stat(shoal.home / "token").st_mode) == 0o600
+    assert shoal.run("server", "stop").stdout.strip() == "Shoal server stopped"
+    assert shoal.json("server", "status")["status"] == "stopped"
+    assert shoal.run("server", "stop").stdout.strip() == "Shoal server not running"
+
+
+def test_server_listens_on_loopback_only(shoal):
+    host = shoal.url.split("//")[1].split(":")[0]
+    assert host == "127.0.0.1"
+
+
+def test_any_command_starts_the_server_and_says_so(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    try:
+        result = shoal.run("service", "list", "-f", "json")
+        assert json.loads(result.stdout) == []
+        assert "Starting the Shoal server" in result.stderr
+        again = shoal.run("service", "list", "-f", "json")
+        assert "Starting" not in again.stderr
+    finally:
+        shoal.run("server", "stop")
+
+
+def test_restart_loses_nothing(shoal, tmp_path):
+    (tmp_path / "s.json").write_text('{"name": "kept"}')
+    shoal.run("service", "create", tmp_path / "s.json")
+    shoal.run("server", "stop")
+    shoal.run("server", "start")
+    assert [row["Name"] for row in shoal.json("service", "list")] == ["kept"]
+
+
+def test_url_points_at_another_server(shoal, tmp_path):
+    other = Shoal(tmp_path / "elsewhere")
+    other.env["SHOAL_TOKEN"] = shoal.token
+    rows = json.loads(other.run("--url", shoal.url, "service", "list", "-f", "json").stdout)
+    assert rows == []
+    other.env["SHOAL_URL"] = shoal.url
+    assert json.loads(other.run("service", "list", "-f", "json").stdout) == []
+    assert not (other.home / "server.json").exists()  # nothing was started there
+
+
+def test_unreachable_url_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shoal = Shoal(tmp_path / "home")
+    shoal.env["SHOAL_TOKEN"] = "x"
+    result = shoal.fails("--url", f"http://127.0.0.1:{port}", "service", "list")
+    assert "cannot reach the Shoal server" in result.stderr
+
+
+def test_version_and_completion(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    assert shoal.run("--version").stdout.startswith("shoal ")
+    completion = shoal.run("complete").stdout
+    assert "catalog" in completion and "template" in completion
