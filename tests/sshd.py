@@ -8,6 +8,7 @@ tests (root in CI). Needs Debian's ``openssh-server`` (``/run/sshd`` is created 
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +29,21 @@ def keygen(path, comment="shoal-test"):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
                    check=True, stdout=subprocess.DEVNULL)
     return path
+
+
+def _children(pid):
+    """Pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
 class SSHHost:
@@ -104,14 +120,30 @@ class SSHHost:
         raise RuntimeError(f"sshd did not answer on {self.address}:{self.port}: {self.read_log()}")
 
     def stop(self):
+        """Stop the listener and every connection it forked (which would otherwise outlive it,
+        as OpenSSH keeps established sessions across a restart): the machine goes away."""
         if self.proc and self.proc.poll() is None:
+            connections = _children(self.proc.pid)
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            for pid in connections:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         self.proc = None
+
+    def drop_connections(self):
+        """Cut every established connection (a network blip); the listener stays up."""
+        for pid in _children(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def change_host_key(self):
         """Restart on the same port with a new host key (a reinstalled or impostor machine)."""
@@ -138,7 +170,11 @@ class SSHHost:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc):
         self.close()
@@ -157,8 +193,11 @@ def ssh_hosts():
     started = []
 
     def make(count=1):
-        hosts = [SSHHost().start() for _ in range(count)]
-        started.extend(hosts)
+        hosts = []
+        for _ in range(count):
+            host = SSHHost()
+            started.append(host)
+            hosts.append(host.start())
         return hosts
 
     yield make
