@@ -23,6 +23,9 @@ from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
 from extensions.transports import LocalTransport
 
 ADDRESS = "127.0.0.1"
+# Each node also gets its own loopback address (all of 127.0.0.0/8 answers on Linux), so that
+# services on different nodes can listen on the same port, as on separate machines.
+NODE_NET = "127.77"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 _thread_locks = {}
 _thread_locks_guard = threading.Lock()
@@ -171,7 +174,8 @@ class LocalProvider(Provider):
             resource_id=resource_id,
             state=NodeState.RUNNING,
             hostname=record["hostname"],
-            addresses={"bind_v4": ADDRESS, "access_v4": ADDRESS},
+            addresses={"bind_v4": record.get("address", ADDRESS),
+                       "access_v4": record.get("address", ADDRESS)},
             extra={"root": root, "ports": record["ports"], "piddir": os.path.join(root, "run"),
                    "token": record["token"]},
         )
@@ -184,7 +188,7 @@ class LocalProvider(Provider):
             "SHOAL_NODE_ROOT": root,
             "SHOAL_NODE_PIDDIR": os.path.join(root, "run"),
             "SHOAL_NODE_HOSTNAME": record["hostname"],
-            "SHOAL_NODE_ADDRESS": ADDRESS,
+            "SHOAL_NODE_ADDRESS": record.get("address", ADDRESS),
             "SHOAL_NODE_PORT_FIRST": str(first),
             "SHOAL_NODE_PORT_LAST": str(last),
         }
@@ -213,6 +217,11 @@ class LocalProvider(Provider):
             except OSError:
                 return False
         return True
+
+    def _address(self, first_port):
+        """The node's loopback address, derived from its port block (unique like the block)."""
+        index = (first_port - self.port_base) // self.block
+        return f"{NODE_NET}.{index // 254}.{index % 254 + 1}"
 
     def _allocate_ports(self):
         """A block no other sandbox holds and no process listens on. Caller holds the lock."""
@@ -254,6 +263,7 @@ class LocalProvider(Provider):
                 "ports": self._allocate_ports(),
                 "since": _boot_ticks() - os.sysconf("SC_CLK_TCK"),  # a second of slack
             }
+            record["address"] = self._address(record["ports"][0])
             # Built beside its final place and renamed in: a sandbox exists whole or not at all.
             building = os.path.join(os.path.dirname(root),
                                     f".{spec.node_id}.creating-{uuid.uuid4().hex[:8]}")
