@@ -13,6 +13,19 @@ COMMANDS = {
     "catalog check": "cluster_cli.v1.catalog:CheckCatalog",
 }
 
+_CLUSTER = {
+    "plan": "PlanCluster", "create": "CreateCluster", "list": "ListClusters",
+    "show": "ShowCluster", "delete": "DeleteCluster", "resize": "ResizeCluster",
+    "add-services": "AddServices", "remove-services": "RemoveServices",
+    "reconfigure": "ReconfigureCluster", "start": "StartCluster", "stop": "StopCluster",
+    "restart": "RestartCluster", "cancel": "CancelCluster", "pause": "PauseCluster",
+    "resume": "ResumeCluster", "retry": "RetryCluster", "events": "ClusterEvents",
+}
+for _verb, _cls in _CLUSTER.items():
+    COMMANDS[f"cluster {_verb}"] = f"cluster_cli.v1.cluster:{_cls}"
+COMMANDS["task list"] = "cluster_cli.v1.cluster:ListTasks"
+COMMANDS["task show"] = "cluster_cli.v1.cluster:ShowTask"
+
 for _noun in NOUNS:
     for _verb in ("create", "list", "show", "update", "delete"):
         COMMANDS[f"{_noun} {_verb}"] = (

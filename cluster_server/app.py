@@ -7,24 +7,42 @@ import traceback
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cluster_server import config
+from cluster_server import catalog, config
 from cluster_server.errors import ShoalError, Unauthorized
 from cluster_server.store import Store
 
 LOG = logging.getLogger("shoal.server")
 
 
-def create_app(home=None, token=None, start_engine=False):
+def seed_default_catalog(store):
+    """Import the shipped catalog (local-web, local-kv on the local provider) once per home.
+
+    Only once: a user who deletes those entries does not get them back at the next start.
+    """
+    if store.setting("default_catalog_imported"):
+        return
+    entities = catalog.read_directory(catalog.DEFAULT_CATALOG)
+    catalog.validate_all(entities)
+    with store.write():
+        existing = store.catalog_all()
+        store.catalog_put([(kind, body) for kind, body in entities
+                           if body["name"] not in existing.get(kind, {})])
+        store.set_setting("default_catalog_imported", True)
+
+
+def create_app(home=None, token=None, start_engine=True, seed=True):
     """Build the app for the Shoal home ``home`` (default SHOAL_HOME).
 
     ``start_engine=False`` gives an app that serves the catalog and plans but runs nothing:
-    unit tests of the API use it.
+    unit tests of the API use it. ``seed=False`` starts with an empty catalog.
     """
     app = Flask("shoal")
     app.config["SHOAL_HOME"] = home or config.home()
     app.config["SHOAL_TOKEN"] = token or config.ensure_token(app.config["SHOAL_HOME"])
     app.config["JSON_SORT_KEYS"] = False
     app.store = Store(app.config["SHOAL_HOME"] / "shoal.db")
+    if seed:
+        seed_default_catalog(app.store)
     app.engine = None
     if start_engine:
         from cluster_server.engine import Engine
@@ -32,9 +50,9 @@ def create_app(home=None, token=None, start_engine=False):
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
 
-    from cluster_server.api import catalog, meta
+    from cluster_server.api import catalog, clusters, meta
 
-    for module in (meta, catalog):
+    for module in (meta, catalog, clusters):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     @app.before_request

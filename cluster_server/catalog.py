@@ -4,6 +4,8 @@ Everything here is a pure function of catalog dicts; the store and the API call 
 write, so bad input never leaves a half-written catalog.
 """
 
+import json
+import pathlib
 import re
 
 from cluster_server.errors import NotFound, ValidationError
@@ -265,6 +267,18 @@ def validate_all(entities, sources=None):
                 {"entity": kind, "name": body["name"], "field": "name", "reason": "duplicate"},
             )
         seen[key] = where
+
+
+DEFAULT_CATALOG = pathlib.Path(__file__).parent / "catalog_default"
+
+
+def read_directory(path):
+    """(kind, body) pairs from a catalog directory in Coopr layout (JSON files)."""
+    entities = []
+    for kind, folder in DIRS.items():
+        for item in sorted((pathlib.Path(path) / folder).glob("*.json")):
+            entities.append((kind, json.loads(item.read_text())))
+    return entities
 
 
 # -- references --------------------------------------------------------------------------------

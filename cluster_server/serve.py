@@ -30,7 +30,8 @@ def main(argv=None):
     from cluster_server.app import create_app
 
     home = config.home()
-    app = create_app(home)
+    # SHOAL_DEFAULT_CATALOG=0: start with an empty catalog (tests of the catalog itself).
+    app = create_app(home, seed=os.environ.get("SHOAL_DEFAULT_CATALOG", "1") != "0")
     server = waitress.server.create_server(app, host=args.host, port=args.port,
                                            threads=args.threads, ident="shoal")
     host, port = server.effective_host, server.effective_port

@@ -39,21 +39,21 @@ MIGRATIONS = [
         status TEXT NOT NULL,
         spec TEXT NOT NULL,
         created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        UNIQUE (tenant, name)
+        updated_at REAL NOT NULL
     );
+    CREATE UNIQUE INDEX clusters_live_name ON clusters(tenant, name) WHERE status != 'DELETED';
     CREATE TABLE nodes (
-        id TEXT PRIMARY KEY,
         cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        id TEXT NOT NULL,
         hostname TEXT NOT NULL,
         hardwaretype TEXT NOT NULL,
         imagetype TEXT NOT NULL,
         services TEXT NOT NULL,
         status TEXT NOT NULL,
         facts TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL
+        created_at REAL NOT NULL,
+        PRIMARY KEY (cluster_id, id)
     );
-    CREATE INDEX nodes_cluster ON nodes(cluster_id);
     CREATE TABLE operations (
         id TEXT PRIMARY KEY,
         cluster_id TEXT NOT NULL REFERENCES clusters(id),
@@ -88,6 +88,10 @@ MIGRATIONS = [
         message TEXT NOT NULL
     );
     CREATE INDEX events_cluster ON events(cluster_id, id);
+    """,
+    # 3: small facts about the store itself (e.g. that the default catalog was imported once).
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
 
@@ -141,6 +145,15 @@ class Store:
 
     def schema_version(self):
         return self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+    def setting(self, key, default=None):
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key, value):
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                       [key, json.dumps(value)])
 
     # -- catalog -------------------------------------------------------------------------------
 

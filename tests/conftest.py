@@ -17,10 +17,13 @@ SHOAL = str(pathlib.Path(sys.executable).with_name("shoal"))
 class Shoal:
     """Runs the installed ``shoal`` command against one SHOAL_HOME."""
 
-    def __init__(self, home):
+    def __init__(self, home, default_catalog=False, **settings):
         self.home = pathlib.Path(home)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         self.env["SHOAL_HOME"] = str(self.home)
+        # Catalog tests start empty; cluster tests use the shipped catalog.
+        self.env["SHOAL_DEFAULT_CATALOG"] = "1" if default_catalog else "0"
+        self.env.update({f"SHOAL_{k.upper()}": str(v) for k, v in settings.items()})
 
     def run(self, *args, check=True, input=None, timeout=300):
         result = subprocess.run([SHOAL, *map(str, args)], env=self.env, capture_output=True,

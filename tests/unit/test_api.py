@@ -11,7 +11,7 @@ TOKEN = "test-token"
 
 @pytest.fixture
 def api(tmp_path):
-    app = create_app(home=tmp_path, token=TOKEN, start_engine=False)
+    app = create_app(home=tmp_path, token=TOKEN, start_engine=False, seed=False)
     client = app.test_client()
 
     def call(method, path, json=None, token=TOKEN):
@@ -42,7 +42,7 @@ def test_every_call_needs_the_token(api, token):
 def test_token_file_is_private(tmp_path):
     import stat
 
-    app = create_app(home=tmp_path, start_engine=False)
+    app = create_app(home=tmp_path, start_engine=False, seed=False)
     mode = stat.S_IMODE((tmp_path / "token").stat().st_mode)
     assert mode == 0o600
     assert app.config["SHOAL_TOKEN"] == (tmp_path / "token").read_text().strip()
@@ -143,7 +143,7 @@ def test_provider_secrets_never_returned(api):
 
 
 def test_masked_value_sent_back_keeps_the_secret(tmp_path):
-    app = create_app(home=tmp_path, token=TOKEN, start_engine=False)
+    app = create_app(home=tmp_path, token=TOKEN, start_engine=False, seed=False)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     client.post("/api/v1/providers", headers=headers, json={

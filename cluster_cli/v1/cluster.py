@@ -1,0 +1,419 @@
+"""``shoal cluster ...`` and ``shoal task ...``: plan, create and change clusters, follow their work."""
+
+import json
+import time
+
+from cluster_cli import files, progress
+from cluster_cli.client import ClientError
+from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
+
+GROUP_COLUMNS = ("Count", "Services", "Hardware", "Image", "Cost")
+
+
+def _names(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _config(value):
+    """--config: inline JSON, or @FILE with JSON or YAML."""
+    if not value:
+        return None
+    data = files.load(value[1:]) if value.startswith("@") else _json(value)
+    if not isinstance(data, dict):
+        raise ClientError("--config must be a JSON object (or @FILE holding one)")
+    return data
+
+
+def _json(text):
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ClientError(f"--config is not valid JSON: {exc}") from None
+
+
+def _group_rows(groups):
+    return [(g["count"], ", ".join(g["services"]), g["hardwaretype"], g["imagetype"], g["cost"])
+            for g in groups]
+
+
+def add_layout_options(parser):
+    parser.add_argument("--services", metavar="A,B",
+                        help="services instead of the template's defaults (comma-separated)")
+    parser.add_argument("--provider", help="provider instead of the template's default")
+    parser.add_argument("--hardwaretype", help="hardware type for every node")
+    parser.add_argument("--imagetype", help="image type for every node")
+    parser.add_argument("--config", metavar="JSON|@FILE",
+                        help="config merged over the template's defaults")
+
+
+def layout_request(parsed_args):
+    request = {"template": parsed_args.template, "size": parsed_args.size}
+    for key in ("provider", "hardwaretype", "imagetype"):
+        if getattr(parsed_args, key):
+            request[key] = getattr(parsed_args, key)
+    if parsed_args.services:
+        request["services"] = _names(parsed_args.services)
+    config = _config(parsed_args.config)
+    if config is not None:
+        request["config"] = config
+    return request
+
+
+class _Operation(ShoalCommand):
+    """Base of the commands that start an operation: ``--wait`` follows it."""
+
+    def add_wait(self, parser):
+        parser.add_argument("--wait", action="store_true",
+                            help="follow the operation with live progress on stderr; exit "
+                                 "non-zero if it fails")
+        return parser
+
+    def started(self, parsed_args, result, name):
+        op_id = result["operation"]
+        self.app.stdout.write(f"{op_id}\n")
+        if parsed_args.wait:
+            progress.wait(self.client, op_id)
+        else:
+            self.warn(f"operation {op_id} started on cluster {name}; follow it with "
+                      f"'shoal cluster events {name}'")
+
+
+class PlanCluster(ShoalLister):
+    """Show the layout and the tasks an operation would run, without running anything."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME", nargs="?",
+                            help="an existing cluster (with --operation); omit to plan a new one")
+        parser.add_argument("--template", help="template of a new cluster")
+        parser.add_argument("--size", type=int, help="number of nodes")
+        parser.add_argument("--operation", choices=("resize", "add-services", "remove-services",
+                                                    "start", "stop", "restart", "reconfigure",
+                                                    "delete"),
+                            help="what to plan on the existing cluster NAME")
+        parser.add_argument("--restart", action="store_true", help="with reconfigure")
+        add_layout_options(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        if parsed_args.name:
+            if not parsed_args.operation:
+                raise ClientError("give --operation to plan a change of an existing cluster")
+            body = {"operation": parsed_args.operation}
+            if parsed_args.size is not None:
+                body["size"] = parsed_args.size
+            if parsed_args.services:
+                body["services"] = _names(parsed_args.services)
+            if parsed_args.restart:
+                body["restart"] = True
+            result = self.client.post(f"/clusters/{parsed_args.name}/plan", body)
+        else:
+            if not parsed_args.template or parsed_args.size is None:
+                raise ClientError("give --template and --size to plan a new cluster")
+            result = self.client.post("/clusters/plan", layout_request(parsed_args))
+        self.result = result
+        tasks = [t for t in result["tasks"] if t["action"] != "JOIN"]
+        if "layout" in result:
+            layout = result["layout"]
+            changes = ""
+            if layout.get("added") or layout.get("removed") or layout.get("changed"):
+                changes = (f"; adds {layout['added']} node(s), removes "
+                           f"{', '.join(layout['removed']) or 'none'}, changes "
+                           f"{', '.join(layout['changed']) or 'none'}")
+            self.warn(f"{len(layout['nodes'])} nodes on {layout['provider']}, total cost "
+                      f"{layout['cost']:g}{changes}; {len(tasks)} tasks")
+            return GROUP_COLUMNS, _group_rows(result["groups"])
+        self.warn(f"{len(tasks)} tasks")
+        return ("Node", "Action", "Service"), [(t["node"], t["action"], t["service"] or "")
+                                              for t in tasks]
+
+    def produce_output(self, parsed_args, column_names, data):
+        if parsed_args.formatter == "json":  # the whole plan, not just the table
+            self.app.stdout.write(json.dumps(self.result, indent=2) + "\n")
+            return 0
+        return super().produce_output(parsed_args, column_names, data)
+
+
+class CreateCluster(_Operation):
+    """Create a cluster from a template: solve the layout, make the nodes, start the services."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME", help="name of the new cluster")
+        parser.add_argument("--template", required=True, help="cluster template")
+        parser.add_argument("--size", type=int, required=True, help="number of nodes")
+        parser.add_argument("--keep-on-failure", action="store_true",
+                            help="on failure keep what was made, for debugging (no rollback)")
+        add_layout_options(parser)
+        return self.add_wait(parser)
+
+    def take_action(self, parsed_args):
+        body = dict(layout_request(parsed_args), name=parsed_args.name)
+        if parsed_args.keep_on_failure:
+            body["keep_on_failure"] = True
+        result = self.client.post("/clusters", body)
+        self.warn(f"cluster {parsed_args.name}: {len(result['layout']['nodes'])} nodes, "
+                  f"{result['tasks']} tasks")
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class ListClusters(ShoalLister):
+    """List clusters."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--all", action="store_true", help="include deleted clusters")
+        return parser
+
+    def take_action(self, parsed_args):
+        rows = self.client.get("/clusters", all="1" if parsed_args.all else None)
+        return (("Name", "Status", "Template", "Provider", "Nodes"),
+                [(r["name"], r["status"], r["template"], r["provider"], r["nodes"]) for r in rows])
+
+
+class ShowCluster(ShoalShowOne):
+    """Show a cluster: status, nodes with addresses and services, links."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        return parser
+
+    def take_action(self, parsed_args):
+        cluster = self.client.get(f"/clusters/{parsed_args.name}")
+        if parsed_args.formatter in ("json", "yaml"):
+            return self.show_dict(cluster, parsed_args)
+        nodes = "\n".join(f"{n['id']} {n['hostname']} {n['address'] or '-'} {n['status']}: "
+                          f"{', '.join(n['services']) or '-'}" for n in cluster["nodes"])
+        links = "\n".join(f"{link['label']}: {link['url']}" for link in cluster["links"])
+        op = cluster["operation"] or {}
+        return self.show_dict({
+            "name": cluster["name"], "status": cluster["status"],
+            "template": cluster["template"], "provider": cluster["provider"],
+            "size": cluster["size"], "services": ", ".join(cluster["services"]),
+            "nodes": nodes, "links": links,
+            "operation": f"{op.get('kind', '')} {op.get('status', '')} {op.get('id', '')}".strip(),
+            "error": op.get("error") or "",
+        }, parsed_args)
+
+
+class DeleteCluster(_Operation):
+    """Delete a cluster: stop and remove its services, delete every node."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        return self.add_wait(parser)
+
+    def take_action(self, parsed_args):
+        result = self.client.delete(f"/clusters/{parsed_args.name}")
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class ResizeCluster(_Operation):
+    """Grow or shrink a cluster to a new number of nodes."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("--size", type=int, required=True, help="the new number of nodes")
+        return self.add_wait(parser)
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/resize",
+                                  {"size": parsed_args.size})
+        layout = result["layout"]
+        self.warn(f"adds {layout['added']} node(s), removes {len(layout['removed'])}")
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class _ServicesChange(_Operation):
+    verb = ""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("services", metavar="SERVICE", nargs="+")
+        return self.add_wait(parser)
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
+                                  {"services": parsed_args.services})
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class AddServices(_ServicesChange):
+    """Add services to a cluster (nodes are added only if the constraints need them)."""
+
+    verb = "add-services"
+
+
+class RemoveServices(_ServicesChange):
+    """Stop and remove services from a cluster."""
+
+    verb = "remove-services"
+
+
+class _ServiceControl(_Operation):
+    verb = ""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("--service", action="append", dest="services", metavar="SERVICE",
+                            help="only this service (repeat for more); what it depends on, or "
+                                 "what depends on it, comes along")
+        return self.add_wait(parser)
+
+    def body(self, parsed_args):
+        return {"services": parsed_args.services} if parsed_args.services else {}
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
+                                  self.body(parsed_args))
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class StartCluster(_ServiceControl):
+    """Start a cluster's services, in dependency order."""
+
+    verb = "start"
+
+
+class StopCluster(_ServiceControl):
+    """Stop a cluster's services, dependents first."""
+
+    verb = "stop"
+
+
+class RestartCluster(_ServiceControl):
+    """Restart a cluster's services."""
+
+    verb = "restart"
+
+
+class ReconfigureCluster(_ServiceControl):
+    """Push new config to a cluster's services and apply it (--restart to restart them)."""
+
+    verb = "reconfigure"
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--config", metavar="JSON|@FILE",
+                            help="config merged over the cluster's current config")
+        parser.add_argument("--restart", action="store_true",
+                            help="restart the services after configuring them")
+        return parser
+
+    def body(self, parsed_args):
+        body = super().body(parsed_args)
+        config = _config(parsed_args.config)
+        if config is not None:
+            body["config"] = config
+        if parsed_args.restart:
+            body["restart"] = True
+        return body
+
+
+class _Control(ShoalCommand):
+    verb = ""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        return parser
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}")
+        self.app.stdout.write(f"{self.verb} requested for operation {result['operation']}\n")
+
+
+class CancelCluster(_Control):
+    """Cancel the running operation (a create is rolled back)."""
+
+    verb = "cancel"
+
+
+class PauseCluster(_Control):
+    """Pause the running operation: running tasks finish, no new ones start."""
+
+    verb = "pause"
+
+
+class ResumeCluster(_Control):
+    """Resume a paused operation."""
+
+    verb = "resume"
+
+
+class RetryCluster(_Operation):
+    """Retry the failed operation of an INCONSISTENT cluster from where it failed."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        return self.add_wait(parser)
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/retry")
+        self.started(parsed_args, result, parsed_args.name)
+
+
+class ClusterEvents(ShoalCommand):
+    """Print a cluster's events; --follow streams them live until the operation ends."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("--follow", action="store_true",
+                            help="keep printing new events while an operation runs")
+        return parser
+
+    def take_action(self, parsed_args):
+        after = 0
+        while True:
+            result = self.client.get(f"/clusters/{parsed_args.name}/events", after=after,
+                                     wait=10 if parsed_args.follow and after else None)
+            for event in result["events"]:
+                stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+                self.app.stdout.write(f"{stamp} {event['message']}\n")
+                after = event["id"]
+            self.app.stdout.flush()
+            if not parsed_args.follow or (result["status"] in ("ACTIVE", "FAILED", "DELETED",
+                                                               "INCONSISTENT")
+                                          and not result["events"]):
+                return
+
+
+class ListTasks(ShoalLister):
+    """List the tasks of a cluster's latest operation: status, attempts, duration."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("cluster", metavar="CLUSTER")
+        parser.add_argument("--operation", help="another operation of the cluster")
+        return parser
+
+    def take_action(self, parsed_args):
+        rows = self.client.get(f"/clusters/{parsed_args.cluster}/tasks",
+                               operation=parsed_args.operation)
+        return (("ID", "Node", "Action", "Service", "Status", "Attempts", "Duration"),
+                [(t["id"], t["node"], t["action"], t["service"] or "", t["status"],
+                  t["attempts"], t["duration"] if t["duration"] is not None else "")
+                 for t in rows if t["action"] != "JOIN"])
+
+
+class ShowTask(ShoalShowOne):
+    """Show one task with the tail of its output."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("id", metavar="ID")
+        parser.add_argument("--lines", type=int, default=40, help="output lines to show")
+        return parser
+
+    def take_action(self, parsed_args):
+        task = self.client.get(f"/tasks/{parsed_args.id}")
+        task["output"] = "\n".join(task["output"].splitlines()[-parsed_args.lines:])
+        return self.show_dict(task, parsed_args)
+

@@ -1,0 +1,222 @@
+"""What each task action does: node actions go to the provider, service actions to the automator.
+
+The TaskRunner is the executor's ``runner``. It reads the cluster's frozen spec (the catalog
+entries as they were when the cluster was made), records what providers report about each node
+as node facts, and turns every failure into a TaskOutcome with a readable output.
+"""
+
+import json
+import logging
+import threading
+
+from cluster_server import macros, plugins
+from cluster_server.errors import ShoalError
+from cluster_server.executor import TaskOutcome
+from cluster_server.plugins import NodeInfo, NodeSpec, NodeState
+from cluster_server.poller import Cancelled, Poller
+
+LOG = logging.getLogger("shoal.actions")
+
+CLEANUP = "CLEANUP"  # rollback's last task: orphans found by label, then per-cluster resources
+
+
+class TaskRunner:
+    def __init__(self, store, home, poller=None, resources=None):
+        self.store = store
+        self.home = home
+        self.poller = poller or Poller()
+        self.resources = resources
+        self.lock = threading.Lock()
+        self.providers = {}  # (cluster id) -> Provider instance
+        self.automators = {}
+        self.transports = {}  # (cluster id, node id) -> Transport, reused across tasks
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def cluster(self, cluster_id):
+        row = self.store.db.execute(
+            "SELECT id, name, tenant, spec FROM clusters WHERE id = ?", [cluster_id]).fetchone()
+        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": json.loads(row[3])}
+
+    def node(self, cluster_id, node_id):
+        row = self.store.db.execute(
+            "SELECT id, hostname, hardwaretype, imagetype, services, status, facts FROM nodes"
+            " WHERE cluster_id = ? AND id = ?", [cluster_id, node_id]).fetchone()
+        return {"id": row[0], "hostname": row[1], "hardwaretype": row[2], "imagetype": row[3],
+                "services": json.loads(row[4]), "status": row[5], "facts": json.loads(row[6])}
+
+    def provider(self, cluster):
+        with self.lock:
+            provider = self.providers.get(cluster["id"])
+            if provider is None:
+                entry = cluster["spec"]["provider"]
+                cls = plugins.plugin_class(plugins.PROVIDER_NAMESPACE, entry["providertype"])
+                fields = plugins.validate_fields("provider", entry["name"], cls.fields,
+                                                 entry.get("provisioner", {}))
+                provider = self.providers[cluster["id"]] = cls(entry["name"], fields, self.home)
+            return provider
+
+    def automator(self, kind):
+        with self.lock:
+            automator = self.automators.get(kind)
+            if automator is None:
+                cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
+                automator = self.automators[kind] = cls(self.home, self.resources)
+            return automator
+
+    def transport(self, cluster, node, provider):
+        key = (cluster["id"], node["id"])
+        with self.lock:
+            transport = self.transports.get(key)
+        if transport is None:
+            transport = provider.transport(NodeInfo.from_dict(node["facts"]["resource"]))
+            with self.lock:
+                transport = self.transports.setdefault(key, transport)
+        return transport
+
+    def forget_transport(self, cluster_id, node_id):
+        with self.lock:
+            transport = self.transports.pop((cluster_id, node_id), None)
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # closing a dead connection is not worth failing a task for
+                pass
+
+    def save_facts(self, cluster_id, node_id, status=None, **facts):
+        with self.store.write() as db:
+            row = db.execute("SELECT facts FROM nodes WHERE cluster_id = ? AND id = ?",
+                             [cluster_id, node_id]).fetchone()
+            merged = {**json.loads(row[0]), **facts}
+            if status:
+                db.execute("UPDATE nodes SET facts = ?, status = ? WHERE cluster_id = ? AND id = ?",
+                           [json.dumps(merged), status, cluster_id, node_id])
+            else:
+                db.execute("UPDATE nodes SET facts = ? WHERE cluster_id = ? AND id = ?",
+                           [json.dumps(merged), cluster_id, node_id])
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    def run(self, task, operation):
+        cluster = self.cluster(operation["cluster_id"])
+        try:
+            if task["action"] == CLEANUP:
+                return self.cleanup(cluster)
+            node = self.node(cluster["id"], task["node_id"])
+            handler = getattr(self, "do_" + task["action"].lower(), None)
+            if handler is None:
+                return self.service_action(task, cluster, node)
+            return handler(task, cluster, node, operation)
+        except Cancelled:
+            return TaskOutcome(False, "cancelled", retry=False)
+        except plugins.PluginError as error:
+            return TaskOutcome(False, str(error), retry=False)
+        except ShoalError as error:
+            return TaskOutcome(False, str(error))
+
+    def node_spec(self, cluster, node):
+        spec = cluster["spec"]
+        provider_name = spec["provider"]["name"]
+        hardware = spec["hardwaretypes"][node["hardwaretype"]]["providermap"][provider_name]
+        image = spec["imagetypes"][node["imagetype"]]["providermap"][provider_name]
+        generation = node["facts"].get("generation", 0)
+        return NodeSpec(cluster_id=cluster["id"], node_id=node["id"], hostname=node["hostname"],
+                        hardwaretype=node["hardwaretype"], imagetype=node["imagetype"],
+                        flavor=hardware, image=image, tenant=cluster["tenant"],
+                        token=f"{cluster['id']}-{node['id']}-{generation}")
+
+    def do_create(self, task, cluster, node, operation):
+        provider = self.provider(cluster)
+        info = provider.create(self.node_spec(cluster, node))
+        self.save_facts(cluster["id"], node["id"], "CREATING", resource=info.to_dict())
+        return TaskOutcome(True, f"created {info.resource_id}")
+
+    def do_confirm(self, task, cluster, node, operation):
+        provider = self.provider(cluster)
+        cancelled = operation.get("cancelled", lambda: False)
+        info = NodeInfo.from_dict(node["facts"]["resource"])
+        while True:
+            info = self.poller.wait(provider, info, cancelled)
+            if info.state == NodeState.RUNNING:
+                self.save_facts(cluster["id"], node["id"], "ACTIVE", resource=info.to_dict())
+                return TaskOutcome(True, f"{info.resource_id} is running "
+                                         f"({info.addresses.get('access_v4', '')})")
+            # The node failed or vanished: answer with DELETE and a fresh CREATE, then wait again.
+            reason = info.error or info.state.value
+            LOG.warning("node %s/%s %s: %s; replacing it", cluster["name"], node["id"],
+                        info.resource_id, reason)
+            if info.state != NodeState.GONE:
+                provider.delete(info)
+            generation = node["facts"].get("generation", 0) + 1
+            node["facts"]["generation"] = generation
+            self.save_facts(cluster["id"], node["id"], generation=generation)
+            attempts = node["facts"].get("replaced", 0) + 1
+            node["facts"]["replaced"] = attempts
+            if attempts > 3:
+                return TaskOutcome(False, f"node failed {attempts} times: {reason}", retry=False)
+            info = provider.create(self.node_spec(cluster, node))
+            self.save_facts(cluster["id"], node["id"], resource=info.to_dict(), replaced=attempts)
+
+    def do_bootstrap(self, task, cluster, node, operation):
+        provider = self.provider(cluster)
+        transport = self.transport(cluster, node, provider)
+        result = transport.run(["uname", "-a"])
+        if result.exit_code != 0:
+            return TaskOutcome(False, result.stdout + result.stderr)
+        self.save_facts(cluster["id"], node["id"], uname=result.stdout.strip())
+        return TaskOutcome(True, result.stdout)
+
+    def do_delete(self, task, cluster, node, operation):
+        resource = node["facts"].get("resource")
+        if resource:
+            self.forget_transport(cluster["id"], node["id"])
+            self.provider(cluster).delete(NodeInfo.from_dict(resource))
+        self.save_facts(cluster["id"], node["id"], "DELETED")
+        return TaskOutcome(True, f"deleted {resource['resource_id'] if resource else 'nothing'}")
+
+    def cleanup(self, cluster):
+        provider = self.provider(cluster)
+        found = provider.find(cluster["id"])
+        for info in found:
+            provider.delete(info)
+        provider.cleanup_cluster(cluster["id"])
+        return TaskOutcome(True, f"removed {len(found)} leftover node(s) and the cluster's "
+                                 "resources")
+
+    def context(self, cluster, node):
+        """The macro context: every live node of the cluster's new layout, with its addresses."""
+        rows = self.store.db.execute(
+            "SELECT id, hostname, services, facts FROM nodes WHERE cluster_id = ?"
+            " AND status NOT IN ('REMOVING', 'DELETED')", [cluster["id"]]).fetchall()
+        nodes = []
+        for node_id, hostname, services, facts in rows:
+            resource = json.loads(facts).get("resource") or {}
+            nodes.append({"id": node_id, "hostname": resource.get("hostname") or hostname,
+                          "services": json.loads(services),
+                          "addresses": resource.get("addresses", {})})
+        spec = cluster["spec"]
+        return {"cluster": {"id": cluster["id"], "name": cluster["name"],
+                            "owner": spec.get("owner", "")},
+                "self": node["id"], "nodes": nodes}
+
+    def service_action(self, task, cluster, node):
+        service = cluster["spec"]["services"][task["service"]]
+        action = service.get("provisioner", {}).get("actions", {}).get(task["action"].lower())
+        if action is None:
+            return TaskOutcome(True, "nothing to do")
+        ctx = self.context(cluster, node)
+        missing = []
+        fields = macros.expand(action.get("fields", {}), ctx, missing)
+        config = macros.expand(cluster["spec"].get("config", {}), ctx, missing)
+        automator = self.automator(action["type"])
+        provider = self.provider(cluster)
+        transport = self.transport(cluster, node, provider)
+        result = automator.run(task["action"], task["service"], fields,
+                               {"cluster_id": cluster["id"], "cluster_name": cluster["name"],
+                                "node_id": node["id"], "config": config,
+                                "node": {"id": node["id"], "hostname": node["hostname"]}},
+                               transport)
+        output = (result.stdout or "") + (result.stderr or "")
+        if result.exit_code != 0:
+            output += f"\n[exit code {result.exit_code}]"
+        return TaskOutcome(result.exit_code == 0, output)

@@ -1,0 +1,241 @@
+"""Cluster endpoints: plan, create, change, control operations, show tasks and events."""
+
+import time
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from cluster_server import macros, operations
+from cluster_server.api.common import json_body
+from cluster_server.errors import Conflict, NotFound, ValidationError
+
+bp = Blueprint("clusters", __name__)
+
+CHANGES = ("resize", "add-services", "remove-services")
+SERVICE_OPS = ("start", "stop", "restart", "reconfigure")
+
+
+def _tasks(tasks):
+    return [{"id": t.id, "node": t.node_id, "action": t.action, "service": t.service,
+             "depends_on": list(t.depends_on)} for t in tasks]
+
+
+def _submitted(result, status=202):
+    current_app.engine.submit(result["operation"])
+    body = {"cluster_id": result["cluster_id"], "operation": result["operation"],
+            "tasks": len(result["tasks"])}
+    if "layout" in result:
+        body["layout"] = result["layout"].to_dict()
+        body["groups"] = result["layout"].groups()
+    return jsonify(body), status
+
+
+def _engine():
+    if current_app.engine is None:
+        raise Conflict("this server runs no operations (started without an engine)")
+    return current_app.engine
+
+
+@bp.post("/clusters/plan")
+def plan_new():
+    """Solve a layout for a template and size, and list the tasks a create would run."""
+    data = json_body()
+    result = operations.create(current_app.store, g.tenant,
+                               {**data, "name": data.get("name") or "plan", "dry_run": True})
+    return jsonify({"layout": result["layout"].to_dict(), "groups": result["layout"].groups(),
+                    "tasks": _tasks(result["tasks"])})
+
+
+@bp.post("/clusters")
+def create_cluster():
+    """Create a cluster; the operation runs in the background (202 with its id)."""
+    _engine()
+    data = json_body()
+    data.pop("dry_run", None)
+    return _submitted(operations.create(current_app.store, g.tenant, data))
+
+
+@bp.get("/clusters")
+def list_clusters():
+    """Every cluster (deleted ones only with ?all=1)."""
+    everything = request.args.get("all") in ("1", "true")
+    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
+             " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
+             " ('DELETED', 'REMOVING')) FROM clusters c WHERE c.tenant = ?")
+    if not everything:
+        query += " AND c.status != 'DELETED'"
+    rows = current_app.store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+    return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
+                     "created_at": r[4], "nodes": r[5]} for r in rows])
+
+
+def cluster_view(store, cluster):
+    nodes = operations.node_rows(store, cluster["id"])
+    view = []
+    for node in nodes:
+        resource = node["facts"].get("resource") or {}
+        view.append({"id": node["id"], "hostname": node["hostname"], "status": node["status"],
+                     "services": node["services"], "hardwaretype": node["hardwaretype"],
+                     "imagetype": node["imagetype"],
+                     "address": resource.get("addresses", {}).get("access_v4", ""),
+                     "ports": resource.get("extra", {}).get("ports")})
+    ctx = {"cluster": {"id": cluster["id"], "name": cluster["name"],
+                       "owner": cluster["spec"].get("owner", "")},
+           "self": nodes[0]["id"] if nodes else "",
+           "nodes": [{"id": n["id"], "hostname": n["hostname"], "services": n["services"],
+                      "addresses": (n["facts"].get("resource") or {}).get("addresses", {})}
+                     for n in nodes]}
+    links = [{"label": link.get("label", ""), "url": macros.expand(link.get("url", ""), ctx)}
+             for link in cluster["spec"]["template"].get("links", [])]
+    op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
+                          " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
+            "template": cluster["template"], "provider": cluster["provider"],
+            "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
+            "nodes": view, "links": links,
+            "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
+                          if op else None)}
+
+
+@bp.get("/clusters/<name>")
+def show_cluster(name):
+    """One cluster: status, nodes with addresses and services, links, last operation."""
+    store = current_app.store
+    return jsonify(cluster_view(store, operations.get_cluster(store, g.tenant, name)))
+
+
+@bp.delete("/clusters/<name>")
+def delete_cluster(name):
+    """Delete a cluster: stop and remove its services, delete its nodes."""
+    _engine()
+    return _submitted(operations.delete(current_app.store, g.tenant, name, {}))
+
+
+@bp.post("/clusters/<name>/<verb>")
+def cluster_operation(name, verb):
+    """An operation on a cluster: resize, add-services, remove-services, start, stop, restart,
+    reconfigure, retry, cancel, pause, resume."""
+    store = current_app.store
+    data = json_body(required=False)
+    if verb in CHANGES:
+        _engine()
+        return _submitted(operations.change(store, g.tenant, name, verb, data))
+    if verb in SERVICE_OPS:
+        _engine()
+        return _submitted(operations.services_op(store, g.tenant, name, verb, data))
+    if verb == "retry":
+        engine = _engine()
+        result = operations.retry(store, g.tenant, name)
+        engine.submit(result["operation"])
+        return jsonify(result), 202
+    if verb in ("cancel", "pause", "resume"):
+        engine = _engine()
+        cluster = operations.get_cluster(store, g.tenant, name)
+        op_id = operations.running_operation(store, cluster["id"])
+        if op_id is None:
+            raise Conflict(f"cluster '{name}' has no running operation to {verb}")
+        getattr(engine, verb)(op_id)
+        return jsonify({"operation": op_id, "requested": verb})
+    raise NotFound(f"unknown cluster operation '{verb}'", {"field": "operation"})
+
+
+@bp.post("/clusters/<name>/plan")
+def plan_existing(name):
+    """What an operation on an existing cluster would run ({"operation": kind, ...})."""
+    store = current_app.store
+    data = json_body()
+    kind = data.pop("operation", None)
+    data["dry_run"] = True
+    if kind in CHANGES:
+        result = operations.change(store, g.tenant, name, kind, data)
+    elif kind in SERVICE_OPS:
+        result = operations.services_op(store, g.tenant, name, kind, data)
+    elif kind == "delete":
+        result = operations.delete(store, g.tenant, name, data)
+    else:
+        raise ValidationError(f"'operation' must be one of: {', '.join(CHANGES + SERVICE_OPS)},"
+                              " delete", {"field": "operation", "reason": "unknown"})
+    body = {"tasks": _tasks(result["tasks"])}
+    if "layout" in result:
+        body["layout"] = result["layout"].to_dict()
+        body["groups"] = result["layout"].groups()
+    return jsonify(body)
+
+
+def _task_row(r):
+    return {"id": r[0], "operation": r[1], "node": r[2], "action": r[3], "service": r[4],
+            "status": r[5], "attempts": r[6], "output": r[7],
+            "duration": round(r[9] - r[8], 3) if r[8] and r[9] else None}
+
+
+TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, output,"
+                " started_at, finished_at")
+
+
+@bp.get("/clusters/<name>/tasks")
+def list_tasks(name):
+    """Tasks of the cluster's latest operation (or ?operation=ID)."""
+    store = current_app.store
+    cluster = operations.get_cluster(store, g.tenant, name)
+    op_id = request.args.get("operation")
+    if not op_id:
+        row = store.db.execute("SELECT id FROM operations WHERE cluster_id = ? ORDER BY"
+                               " created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+        op_id = row[0] if row else ""
+    rows = store.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE operation_id = ?"
+                            " ORDER BY seq", [op_id]).fetchall()
+    return jsonify([_task_row(r) for r in rows])
+
+
+@bp.get("/tasks/<path:task_id>")
+def show_task(task_id):
+    """One task with its whole output."""
+    row = current_app.store.db.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE id = ? AND EXISTS (SELECT 1 FROM operations o"
+        " JOIN clusters c ON c.id = o.cluster_id WHERE o.id = t.operation_id AND c.tenant = ?)",
+        [task_id, g.tenant]).fetchone()
+    if row is None:
+        raise NotFound(f"task '{task_id}' not found", {"entity": "task", "name": task_id})
+    return jsonify(_task_row(row))
+
+
+@bp.get("/operations/<op_id>")
+def show_operation(op_id):
+    """An operation's status and task counts (what --wait shows)."""
+    store = current_app.store
+    row = store.db.execute("SELECT o.id, o.kind, o.status, o.error, c.name, c.status FROM"
+                           " operations o JOIN clusters c ON c.id = o.cluster_id WHERE o.id = ?"
+                           " AND c.tenant = ?", [op_id, g.tenant]).fetchone()
+    if row is None:
+        raise NotFound(f"operation '{op_id}' not found", {"entity": "operation", "name": op_id})
+    counts = dict(store.db.execute("SELECT status, COUNT(*) FROM tasks WHERE operation_id = ?"
+                                   " AND action != 'JOIN' GROUP BY status", [op_id]).fetchall())
+    running = [f"{r[0]} {r[1] or ''} on {r[2]}".replace("  ", " ") for r in store.db.execute(
+        "SELECT action, service, node_id FROM tasks WHERE operation_id = ? AND status ="
+        " 'RUNNING' ORDER BY seq LIMIT 5", [op_id])]
+    return jsonify({"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
+                    "cluster": row[4], "cluster_status": row[5], "counts": counts,
+                    "total": sum(counts.values()), "running": running})
+
+
+@bp.get("/clusters/<name>/events")
+def cluster_events(name):
+    """Events after ?after=ID; waits up to ?wait=SECONDS (max 30) for new ones."""
+    store = current_app.store
+    cluster = operations.get_cluster(store, g.tenant, name)
+    try:
+        after = int(request.args.get("after", 0))
+        wait = min(30.0, float(request.args.get("wait", 0)))
+    except ValueError:
+        raise ValidationError("'after' and 'wait' must be numbers", {"field": "after"}) from None
+    deadline = time.monotonic() + wait
+    while True:
+        rows = store.db.execute("SELECT id, at, message, operation_id FROM events WHERE"
+                                " cluster_id = ? AND id > ? ORDER BY id", [cluster["id"], after]
+                                ).fetchall()
+        if rows or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    status = store.db.execute("SELECT status FROM clusters WHERE id = ?",
+                              [cluster["id"]]).fetchone()[0]
+    return jsonify({"status": status, "events": [
+        {"id": r[0], "at": r[1], "message": r[2], "operation": r[3]} for r in rows]})

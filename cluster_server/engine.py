@@ -1,0 +1,239 @@
+"""The engine: runs operations on threads, finishes or rolls them back, resumes them after a crash.
+
+An operation's tasks are already in the store when it is submitted. The engine drives the
+executor, then settles the cluster: ACTIVE when all went well; for a failed or cancelled create,
+a rollback that deletes everything the operation made (cluster FAILED); for other failures,
+INCONSISTENT with the failing task shown, until ``cluster retry``.
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+
+from cluster_server.actions import CLEANUP, TaskRunner
+from cluster_server.executor import PENDING, Control, Executor, Settings
+from cluster_server.poller import Poller
+
+LOG = logging.getLogger("shoal.engine")
+
+LIVE = ("RUNNING", "PAUSED", "CANCELLING", "ROLLING_BACK")
+
+
+def settings_from_env():
+    """Tunables, with defaults sensible for one machine; tests shorten the waits."""
+    env = os.environ
+    return Settings(
+        workers=int(env.get("SHOAL_PARALLELISM") or max(8, 4 * (os.cpu_count() or 2))),
+        retries=int(env.get("SHOAL_RETRIES") or 2),
+        backoff_base=float(env.get("SHOAL_RETRY_BACKOFF") or 1.0),
+    )
+
+
+class Engine:
+    def __init__(self, store, home, settings=None, runner=None, poll_base=None):
+        self.store = store
+        self.home = home
+        self.settings = settings or settings_from_env()
+        base = poll_base if poll_base is not None else float(
+            os.environ.get("SHOAL_POLL_BASE") or 1.0)
+        self.runner = runner or TaskRunner(store, home, Poller(base=base))
+        self.executor = Executor(store, self.runner, self.settings)
+        self.controls = {}
+        self.threads = {}
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self):
+        """Resume every operation a previous server left unfinished."""
+        rows = self.store.db.execute(
+            f"SELECT id, status FROM operations WHERE status IN ({','.join('?' * len(LIVE))})"
+            " ORDER BY created_at", list(LIVE)).fetchall()
+        for op_id, status in rows:
+            LOG.info("resuming operation %s (%s)", op_id, status)
+            self.event(self.operation(op_id), "server restarted: resuming")
+            self.submit(op_id, paused=status == "PAUSED", cancelled=status == "CANCELLING")
+
+    def stop(self):
+        self.stopping = True
+
+    def submit(self, op_id, paused=False, cancelled=False):
+        control = Control()
+        control.paused = paused
+        control.cancelled = cancelled
+        thread = threading.Thread(target=self._drive, args=(op_id, control), daemon=True,
+                                  name=f"shoal-op-{op_id}")
+        with self.lock:
+            self.controls[op_id] = control
+            self.threads[op_id] = thread
+        thread.start()
+        return thread
+
+    def wait(self, op_id, timeout=None):
+        thread = self.threads.get(op_id)
+        if thread:
+            thread.join(timeout)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def control(self, op_id):
+        with self.lock:
+            return self.controls.get(op_id)
+
+    def pause(self, op_id):
+        control = self.control(op_id)
+        if control:
+            control.paused = True
+            self.set_operation(op_id, "PAUSED")
+            control.poke()
+
+    def resume(self, op_id):
+        control = self.control(op_id)
+        if control:
+            control.paused = False
+            self.set_operation(op_id, "RUNNING")
+            control.poke()
+
+    def cancel(self, op_id):
+        control = self.control(op_id)
+        if control:
+            control.cancelled = True
+            self.set_operation(op_id, "CANCELLING")
+            control.poke()
+
+    # -- store helpers -------------------------------------------------------------------------
+
+    def operation(self, op_id):
+        row = self.store.db.execute(
+            "SELECT id, cluster_id, kind, status, params FROM operations WHERE id = ?",
+            [op_id]).fetchone()
+        return {"id": row[0], "cluster_id": row[1], "kind": row[2], "status": row[3],
+                "params": json.loads(row[4])}
+
+    def set_operation(self, op_id, status, error=None, finished=False):
+        with self.store.write() as db:
+            db.execute("UPDATE operations SET status = ?, error = COALESCE(?, error),"
+                       " finished_at = ? WHERE id = ?",
+                       [status, error, time.time() if finished else None, op_id])
+
+    def set_cluster(self, cluster_id, status):
+        with self.store.write() as db:
+            db.execute("UPDATE clusters SET status = ?, updated_at = ? WHERE id = ?",
+                       [status, time.time(), cluster_id])
+
+    def event(self, operation, message):
+        with self.store.write() as db:
+            db.execute("INSERT INTO events (cluster_id, operation_id, at, message)"
+                       " VALUES (?, ?, ?, ?)",
+                       [operation["cluster_id"], operation["id"], time.time(), message])
+
+    # -- driving an operation ------------------------------------------------------------------
+
+    def _drive(self, op_id, control):
+        try:
+            self._run(op_id, control)
+        except Exception:
+            LOG.exception("operation %s crashed", op_id)
+            op = self.operation(op_id)
+            self.set_operation(op_id, "FAILED", "internal error (see server log)", finished=True)
+            self.set_cluster(op["cluster_id"], "INCONSISTENT")
+        finally:
+            with self.lock:
+                self.controls.pop(op_id, None)
+
+    def _run(self, op_id, control):
+        op = self.operation(op_id)
+        op["cancelled"] = lambda: control.cancelled
+        if op["status"] == "ROLLING_BACK":
+            return self._rollback(op, control, "resumed rollback")
+        self.event(op, f"{op['kind']} started")
+        ok, failed = self.executor.run(op, control)
+        if self.stopping:
+            return  # the server is going down: the next start resumes from the store
+        if ok:
+            self._succeed(op)
+            return
+        reason = "cancelled" if control.cancelled else self._failure(failed)
+        self.event(op, f"{op['kind']} failed: {reason}")
+        if op["kind"] == "create" and not op["params"].get("keep_on_failure"):
+            self._rollback(op, control, reason)
+        else:
+            self.set_operation(op_id, "CANCELLED" if control.cancelled else "FAILED", reason,
+                               finished=True)
+            status = "FAILED" if op["kind"] == "create" else "INCONSISTENT"
+            self.set_cluster(op["cluster_id"], status)
+
+    def _failure(self, task_id):
+        if task_id is None:
+            return "unknown failure"
+        row = self.store.db.execute(
+            "SELECT action, service, node_id, output FROM tasks WHERE id = ?", [task_id]).fetchone()
+        what = f"{row[0]} {row[1] + ' ' if row[1] else ''}on {row[2]}"
+        tail = (row[3] or "").strip().splitlines()[-5:]
+        return f"{what} failed: " + " | ".join(tail)
+
+    def _succeed(self, op):
+        cluster_id = op["cluster_id"]
+        with self.store.write() as db:
+            if op["kind"] == "delete":
+                db.execute("UPDATE nodes SET status = 'DELETED' WHERE cluster_id = ?", [cluster_id])
+                db.execute("UPDATE clusters SET status = 'DELETED', updated_at = ? WHERE id = ?",
+                           [time.time(), cluster_id])
+            else:
+                db.execute("DELETE FROM nodes WHERE cluster_id = ? AND status IN"
+                           " ('REMOVING', 'DELETED')", [cluster_id])
+                db.execute("UPDATE clusters SET status = 'ACTIVE', updated_at = ? WHERE id = ?",
+                           [time.time(), cluster_id])
+            db.execute("UPDATE operations SET status = 'SUCCEEDED', finished_at = ? WHERE id = ?",
+                       [time.time(), op["id"]])
+        self.event(op, f"{op['kind']} succeeded")
+
+    def _rollback(self, op, control, reason):
+        """Delete everything the create made: every node with a resource, then leftovers."""
+        self.set_operation(op["id"], "ROLLING_BACK", reason)
+        self.event(op, "rolling back: deleting every node this operation created")
+        cluster_id = op["cluster_id"]
+        with self.store.write() as db:
+            exists = db.execute("SELECT 1 FROM tasks WHERE id = ?",
+                                [f"{op['id']}/rollback:cleanup"]).fetchone()
+            if not exists:
+                seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks WHERE operation_id = ?",
+                                 [op["id"]]).fetchone()[0]
+                # Tasks that never ran stay PENDING forever: mark them so nothing runs them.
+                db.execute("UPDATE tasks SET status = 'SKIPPED' WHERE operation_id = ?"
+                           " AND status IN ('PENDING', 'RUNNING', 'FAILED')", [op["id"]])
+                nodes = [r[0] for r in db.execute(
+                    "SELECT id FROM nodes WHERE cluster_id = ? ORDER BY created_at DESC, id DESC",
+                    [cluster_id])]
+                deletes = []
+                for node_id in nodes:
+                    seq += 1
+                    task_id = f"{op['id']}/rollback:{node_id}:delete"
+                    deletes.append(task_id)
+                    db.execute("INSERT INTO tasks (id, operation_id, node_id, action, service,"
+                               " depends_on, status, seq) VALUES (?, ?, ?, 'DELETE', NULL, '[]',"
+                               " ?, ?)", [task_id, op["id"], node_id, PENDING, seq])
+                db.execute("INSERT INTO tasks (id, operation_id, node_id, action, service,"
+                           " depends_on, status, seq) VALUES (?, ?, '', ?, NULL, ?, ?, ?)",
+                           [f"{op['id']}/rollback:cleanup", op["id"], CLEANUP,
+                            json.dumps(deletes), PENDING, seq + 1])
+        rollback_control = Control()  # a cancel must not stop the rollback itself
+        ok, failed = self.executor.run(op, rollback_control)
+        if self.stopping:
+            return
+        if ok:
+            with self.store.write() as db:
+                db.execute("UPDATE nodes SET status = 'DELETED' WHERE cluster_id = ?",
+                           [cluster_id])
+            self.set_operation(op["id"], "CANCELLED" if control.cancelled else "FAILED",
+                               finished=True)
+            self.set_cluster(cluster_id, "FAILED")
+            self.event(op, "rolled back: nothing is left")
+        else:
+            self.set_operation(op["id"], "FAILED", f"{reason}; rollback failed too: "
+                               f"{self._failure(failed)}", finished=True)
+            self.set_cluster(cluster_id, "INCONSISTENT")
+            self.event(op, "rollback failed: see 'shoal task list'")

@@ -1,0 +1,366 @@
+"""Cluster operations: check the request, solve the layout, plan the tasks, store it all at once.
+
+Every function validates first and writes once (one transaction holding the cluster, its nodes,
+the operation and its whole task graph), so a bad request leaves nothing behind and the engine
+finds a complete plan in the store when it starts.
+"""
+
+import json
+import re
+import time
+import uuid
+
+from cluster_server import catalog, planner, plugins
+from cluster_server.errors import Conflict, NotFound, PlanError, ValidationError
+from cluster_server.solver import solve_layout
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+BUSY = ("CREATING", "UPDATING", "DELETING")
+
+
+class CatalogView:
+    """The catalog as the solver wants it: dicts of services, hardware types, image types."""
+
+    def __init__(self, everything):
+        self.everything = everything
+        self.services = everything.get("service", {})
+        self.hardwaretypes = everything.get("hardwaretype", {})
+        self.imagetypes = everything.get("imagetype", {})
+        self.providers = everything.get("provider", {})
+
+
+# -- request checking ----------------------------------------------------------------------------
+
+
+def _field(data, key, kind, required=False, default=None):
+    value = data.get(key, default)
+    if value is None:
+        if required:
+            raise ValidationError(f"'{key}' is required", {"field": key, "reason": "required"})
+        return default
+    ok = {
+        "str": isinstance(value, str) and value != "",
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "names": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+        "dict": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        words = {"str": "a non-empty string", "int": "a whole number", "bool": "true or false",
+                 "names": "a list of names", "dict": "an object"}
+        raise ValidationError(f"'{key}' must be {words[kind]}", {"field": key, "reason": "type"})
+    return value
+
+
+def _check_known(data, allowed):
+    for key in data:
+        if key not in allowed:
+            raise ValidationError(f"'{key}' is not a known field (known: {', '.join(sorted(allowed))})",
+                                  {"field": key, "reason": "unknown"})
+
+
+# -- layout --------------------------------------------------------------------------------------
+
+
+def solve_request(store, tenant, data, current=None, template=None):
+    """Solve the layout for a create/plan request (or a change, given ``current`` nodes)."""
+    everything = store.catalog_all(tenant)
+    if template is None:
+        name = _field(data, "template", "str", required=True)
+        if name not in everything.get("template", {}):
+            raise NotFound(f"template '{name}' not found", {"entity": "template", "name": name})
+        template = catalog.resolve_template(name, everything)
+    view = CatalogView(everything)
+    provider = data.get("provider") or template.get("defaults", {}).get("provider")
+    if provider and provider not in view.providers:
+        raise NotFound(f"provider '{provider}' is not in the catalog (template "
+                       f"'{template['name']}' needs it)", {"entity": "provider", "name": provider})
+    for key, kinds in (("hardwaretype", view.hardwaretypes), ("imagetype", view.imagetypes)):
+        wanted = data.get(key) or template.get("defaults", {}).get(key)
+        if wanted and wanted not in kinds:
+            raise NotFound(f"{key} '{wanted}' is not in the catalog (template "
+                           f"'{template['name']}' needs it)", {"entity": key, "name": wanted})
+    layout = solve_layout(
+        template, view, _field(data, "size", "int", required=True),
+        services=_field(data, "services", "names"), provider=provider,
+        hardwaretype=_field(data, "hardwaretype", "str"),
+        imagetype=_field(data, "imagetype", "str"), current=current)
+    return template, view, layout
+
+
+def check_plugins(view, provider_name, services):
+    """Every plugin the cluster needs is installed: a clear error naming what is missing."""
+    entry = view.providers[provider_name]
+    plugins.plugin_class(plugins.PROVIDER_NAMESPACE, entry["providertype"])
+    for service in services:
+        actions = view.services[service].get("provisioner", {}).get("actions", {})
+        for action, spec in sorted(actions.items()):
+            try:
+                plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, spec["type"])
+            except plugins.PluginError as error:
+                raise PlanError(f"service '{service}' action '{action}': {error.message}",
+                                {**error.details, "service": service, "action": action}) from None
+
+
+def snapshot(template, view, layout, config, owner):
+    """The cluster's frozen spec: catalog entries as they are now, so later catalog edits do not
+    change a running cluster under its feet."""
+    hardware = {n["hardwaretype"] for n in layout.nodes}
+    images = {n["imagetype"] for n in layout.nodes}
+    return {
+        "template": template,
+        "provider": view.providers[layout.provider],
+        "services": {name: view.services[name] for name in layout.services},
+        "hardwaretypes": {name: view.hardwaretypes[name] for name in sorted(hardware)},
+        "imagetypes": {name: view.imagetypes[name] for name in sorted(images)},
+        "config": catalog.merge(template.get("defaults", {}).get("config", {}), config or {}),
+        "owner": owner,
+        "size": len(layout.nodes),
+    }
+
+
+# -- storing an operation ------------------------------------------------------------------------
+
+
+def _new_id(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _insert_operation(db, cluster_id, kind, params, tasks):
+    op_id = _new_id("op")
+    now = time.time()
+    db.execute("INSERT INTO operations (id, cluster_id, kind, status, params, created_at)"
+               " VALUES (?, ?, ?, 'RUNNING', ?, ?)",
+               [op_id, cluster_id, kind, json.dumps(params), now])
+    db.conn.executemany(
+        "INSERT INTO tasks (id, operation_id, node_id, action, service, depends_on, status, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?)",
+        [(f"{op_id}/{t.id}", op_id, t.node_id or "", t.action, t.service,
+          json.dumps([f"{op_id}/{d}" for d in t.depends_on]), seq)
+         for seq, t in enumerate(tasks)])
+    return op_id
+
+
+def node_rows(store, cluster_id, live_only=True):
+    query = ("SELECT id, hostname, hardwaretype, imagetype, services, status, facts FROM nodes"
+             " WHERE cluster_id = ?")
+    if live_only:
+        query += " AND status NOT IN ('DELETED', 'REMOVING')"
+    rows = store.db.execute(query + " ORDER BY created_at, id", [cluster_id]).fetchall()
+    return [{"id": r[0], "hostname": r[1], "hardwaretype": r[2], "imagetype": r[3],
+             "services": json.loads(r[4]), "status": r[5], "facts": json.loads(r[6])}
+            for r in rows]
+
+
+def get_cluster(store, tenant, name):
+    row = store.db.execute(
+        "SELECT id, name, template, provider, status, spec, created_at, updated_at FROM clusters"
+        " WHERE tenant = ? AND name = ? AND status != 'DELETED'", [tenant, name]).fetchone()
+    if row is None:
+        raise NotFound(f"cluster '{name}' not found", {"entity": "cluster", "name": name})
+    return {"id": row[0], "name": row[1], "template": row[2], "provider": row[3],
+            "status": row[4], "spec": json.loads(row[5]), "created_at": row[6],
+            "updated_at": row[7]}
+
+
+def running_operation(store, cluster_id):
+    row = store.db.execute(
+        "SELECT id FROM operations WHERE cluster_id = ? AND status IN"
+        " ('RUNNING', 'PAUSED', 'CANCELLING', 'ROLLING_BACK')", [cluster_id]).fetchone()
+    return row[0] if row else None
+
+
+def _ensure_idle(store, cluster):
+    op_id = running_operation(store, cluster["id"])
+    if op_id:
+        raise Conflict(f"cluster '{cluster['name']}' is busy with operation {op_id}; wait, "
+                       "or 'shoal cluster cancel'", {"operation": op_id})
+
+
+# -- the operations ------------------------------------------------------------------------------
+
+CREATE_FIELDS = ("name", "template", "size", "services", "provider", "hardwaretype",
+                 "imagetype", "config", "keep_on_failure", "owner", "dry_run")
+
+
+def create(store, tenant, data):
+    """Create a cluster: returns (cluster, operation id, tasks); nothing runs until submitted."""
+    _check_known(data, CREATE_FIELDS)
+    name = _field(data, "name", "str", required=True)
+    if not NAME_RE.match(name):
+        raise ValidationError(f"cluster name '{name}' must be lower-case letters, digits and '-'"
+                              " (at most 40, not starting or ending with '-')",
+                              {"field": "name", "reason": "invalid"})
+    config = _field(data, "config", "dict", default={})
+    keep = _field(data, "keep_on_failure", "bool", default=False)
+    template, view, layout = solve_request(store, tenant, data)
+    check_plugins(view, layout.provider, layout.services)
+    nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
+    tasks = planner.plan_change([], nodes, view.services)
+    if data.get("dry_run"):
+        return {"layout": layout, "tasks": tasks}
+    spec = snapshot(template, view, layout, config, data.get("owner") or tenant)
+    cluster_id = _new_id("c")
+    now = time.time()
+    with store.write() as db:
+        if db.execute("SELECT 1 FROM clusters WHERE tenant = ? AND name = ? AND status !="
+                      " 'DELETED'", [tenant, name]).fetchone():
+            raise Conflict(f"cluster '{name}' already exists", {"entity": "cluster", "name": name})
+        db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
+                   " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'CREATING', ?, ?, ?)",
+                   [cluster_id, tenant, name, template["name"], layout.provider, json.dumps(spec),
+                    now, now])
+        _insert_nodes(db, cluster_id, name, nodes, now)
+        op_id = _insert_operation(db, cluster_id, "create", {"keep_on_failure": keep}, tasks)
+    return {"cluster_id": cluster_id, "operation": op_id, "layout": layout, "tasks": tasks}
+
+
+def _insert_nodes(db, cluster_id, cluster_name, nodes, now):
+    db.conn.executemany(
+        "INSERT INTO nodes (cluster_id, id, hostname, hardwaretype, imagetype, services, status,"
+        " facts, created_at) VALUES (?, ?, ?, ?, ?, ?, 'PLANNED', '{}', ?)",
+        [(cluster_id, n["id"], f"{cluster_name}-{n['id']}", n["hardwaretype"], n["imagetype"],
+          json.dumps(n["services"]), now) for n in nodes])
+
+
+def _next_node_ids(existing, count):
+    used = {n["id"] for n in existing}
+    number, result = 1, []
+    while len(result) < count:
+        if f"n{number}" not in used:
+            result.append(f"n{number}")
+        number += 1
+    return result
+
+
+def change(store, tenant, name, kind, data):
+    """resize / add-services / remove-services: a new layout, then the plan between the two."""
+    allowed = {"resize": ("size", "dry_run"), "add-services": ("services", "dry_run"),
+               "remove-services": ("services", "dry_run")}[kind]
+    _check_known(data, allowed)
+    cluster = get_cluster(store, tenant, name)
+    if not data.get("dry_run"):
+        _ensure_idle(store, cluster)
+    current = node_rows(store, cluster["id"])
+    spec = cluster["spec"]
+    on_cluster = sorted(spec["services"])
+    request = {"size": len(current), "services": on_cluster, "provider": spec["provider"]["name"]}
+    if kind == "resize":
+        request["size"] = _field(data, "size", "int", required=True)
+    else:
+        wanted = _field(data, "services", "names", required=True)
+        if kind == "add-services":
+            request["services"] = sorted(set(on_cluster) | set(wanted))
+        else:
+            absent = sorted(set(wanted) - set(on_cluster))
+            if absent:
+                raise ValidationError(f"not on cluster '{name}': {', '.join(absent)}",
+                                      {"field": "services", "reason": "absent", "names": absent})
+            request["services"] = sorted(set(on_cluster) - set(wanted))
+    old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
+    template, view, layout = solve_request(store, tenant, request, current=old,
+                                           template=spec["template"])
+    check_plugins(view, layout.provider, layout.services)
+    fresh = iter(_next_node_ids(current, layout.added))
+    new_nodes = [dict(n, id=n["id"] or next(fresh)) for n in layout.nodes]
+    services_catalog = {**spec["services"], **{s: view.services[s] for s in layout.services}}
+    tasks = planner.plan_change(old, new_nodes, services_catalog)
+    if data.get("dry_run"):
+        return {"layout": layout, "tasks": tasks}
+    new_spec = snapshot(template, view, layout, {}, spec.get("owner", tenant))
+    new_spec["config"] = spec["config"]
+    new_spec["services"] = services_catalog
+    now = time.time()
+    with store.write() as db:
+        _ensure_idle(store, cluster)
+        old_ids = {n["id"] for n in old}
+        keep = {n["id"]: n for n in new_nodes if n["id"] in old_ids}
+        for node_id in old_ids - set(keep):
+            db.execute("UPDATE nodes SET status = 'REMOVING' WHERE cluster_id = ? AND id = ?",
+                       [cluster["id"], node_id])
+        for node_id, node in keep.items():
+            db.execute("UPDATE nodes SET services = ? WHERE cluster_id = ? AND id = ?",
+                       [json.dumps(node["services"]), cluster["id"], node_id])
+        _insert_nodes(db, cluster["id"], cluster["name"],
+                      [n for n in new_nodes if n["id"] not in old_ids], now)
+        db.execute("UPDATE clusters SET status = 'UPDATING', spec = ?, updated_at = ? WHERE id = ?",
+                   [json.dumps({**spec, **new_spec}), now, cluster["id"]])
+        op_id = _insert_operation(db, cluster["id"], kind, data, tasks)
+    return {"cluster_id": cluster["id"], "operation": op_id, "layout": layout, "tasks": tasks}
+
+
+def delete(store, tenant, name, data):
+    _check_known(data, ("dry_run",))
+    cluster = get_cluster(store, tenant, name)
+    if not data.get("dry_run"):
+        _ensure_idle(store, cluster)
+    current = node_rows(store, cluster["id"])
+    old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
+    tasks = planner.plan_change(old, [], cluster["spec"]["services"])
+    deletes = tuple(t.id for t in tasks if t.action == planner.DELETE)
+    # Last, whatever the provider still holds for the cluster (found by label) and the
+    # cluster's own resources (networks, security groups).
+    tasks.append(planner.TaskSpec("cleanup", None, "CLEANUP", None, deletes))
+    if data.get("dry_run"):
+        return {"tasks": tasks}
+    with store.write() as db:
+        _ensure_idle(store, cluster)
+        db.execute("UPDATE nodes SET status = 'REMOVING' WHERE cluster_id = ? AND status !="
+                   " 'DELETED'", [cluster["id"]])
+        db.execute("UPDATE clusters SET status = 'DELETING', updated_at = ? WHERE id = ?",
+                   [time.time(), cluster["id"]])
+        op_id = _insert_operation(db, cluster["id"], "delete", {}, tasks)
+    return {"cluster_id": cluster["id"], "operation": op_id, "tasks": tasks}
+
+
+def services_op(store, tenant, name, kind, data):
+    """start / stop / restart / reconfigure, on all services or some (their closure comes too)."""
+    _check_known(data, ("services", "restart", "config", "dry_run"))
+    cluster = get_cluster(store, tenant, name)
+    if not data.get("dry_run"):
+        _ensure_idle(store, cluster)
+    targets = _field(data, "services", "names") or None
+    restart = _field(data, "restart", "bool", default=False)
+    config = _field(data, "config", "dict")
+    current = node_rows(store, cluster["id"])
+    nodes = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
+    tasks = planner.plan_services(kind, nodes, cluster["spec"]["services"], targets=targets,
+                                  restart=restart)
+    if data.get("dry_run"):
+        return {"tasks": tasks}
+    spec = cluster["spec"]
+    if kind == "reconfigure" and config is not None:
+        spec = dict(spec, config=catalog.merge(spec["config"], config))
+    with store.write() as db:
+        _ensure_idle(store, cluster)
+        db.execute("UPDATE clusters SET status = 'UPDATING', spec = ?, updated_at = ? WHERE id = ?",
+                   [json.dumps(spec), time.time(), cluster["id"]])
+        op_id = _insert_operation(db, cluster["id"], kind, {"services": targets,
+                                                            "restart": restart}, tasks)
+    return {"cluster_id": cluster["id"], "operation": op_id, "tasks": tasks}
+
+
+def retry(store, tenant, name):
+    """Resume the last failed operation of an INCONSISTENT cluster from its failed task."""
+    cluster = get_cluster(store, tenant, name)
+    _ensure_idle(store, cluster)
+    row = store.db.execute("SELECT id, kind FROM operations WHERE cluster_id = ? AND status ="
+                           " 'FAILED' ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    if row is None or cluster["status"] not in ("INCONSISTENT", "FAILED"):
+        raise Conflict(f"cluster '{name}' has no failed operation to retry (status "
+                       f"{cluster['status']})", {"status": cluster["status"]})
+    op_id, kind = row
+    if cluster["status"] == "FAILED":
+        params = json.loads(store.db.execute("SELECT params FROM operations WHERE id = ?",
+                                             [op_id]).fetchone()[0])
+        if not params.get("keep_on_failure"):
+            raise Conflict(f"cluster '{name}' was rolled back; create it again",
+                           {"status": cluster["status"]})
+    with store.write() as db:
+        db.execute("UPDATE tasks SET status = 'PENDING', attempts = 0 WHERE operation_id = ? AND"
+                   " status IN ('FAILED', 'RUNNING')", [op_id])
+        db.execute("UPDATE operations SET status = 'RUNNING', error = NULL, finished_at = NULL"
+                   " WHERE id = ?", [op_id])
+        db.execute("UPDATE clusters SET status = ? WHERE id = ?",
+                   ["DELETING" if kind == "delete" else "UPDATING", cluster["id"]])
+    return {"cluster_id": cluster["id"], "operation": op_id}

@@ -1,0 +1,111 @@
+"""Waiting for nodes to come up: batched, backing off, and without a timeout.
+
+One polling thread per provider asks about every pending node in a single ``describe`` call,
+so the number of calls grows with rounds, not with nodes. The wait ends when the provider says
+RUNNING, FAILED or GONE, or when the caller's operation is cancelled: never on a clock (the
+cloud, not Shoal, decides when something failed).
+"""
+
+import logging
+import threading
+
+from cluster_server.plugins import NodeState
+
+LOG = logging.getLogger("shoal.poller")
+
+
+class Cancelled(Exception):
+    pass
+
+
+class _Waiter:
+    def __init__(self, info, cancelled):
+        self.info = info
+        self.cancelled = cancelled  # a callable: True once the operation is cancelled
+        self.result = None
+        self.done = threading.Event()
+
+
+class ProviderPoller:
+    def __init__(self, provider, base=1.0, ceiling=30.0):
+        self.provider = provider
+        self.base = base
+        self.ceiling = ceiling
+        self.lock = threading.Lock()
+        self.waiters = {}  # resource id -> list of _Waiter
+        self.wake = threading.Event()
+        self.thread = None
+        self.calls = 0  # describe calls made (for benchmarks and tests)
+
+    def wait(self, info, cancelled=lambda: False):
+        """Block until the node of ``info`` is RUNNING, FAILED or GONE; return its NodeInfo."""
+        waiter = _Waiter(info, cancelled)
+        with self.lock:
+            self.waiters.setdefault(info.resource_id, []).append(waiter)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, daemon=True,
+                                               name=f"shoal-poll-{self.provider.name}")
+                self.thread.start()
+        self.wake.set()  # a new node: poll soon instead of at the end of a long backoff
+        while not waiter.done.wait(0.2):
+            if cancelled():
+                self._forget(waiter)
+                raise Cancelled()
+        return waiter.result
+
+    def _forget(self, waiter):
+        with self.lock:
+            items = self.waiters.get(waiter.info.resource_id, [])
+            if waiter in items:
+                items.remove(waiter)
+            if not items:
+                self.waiters.pop(waiter.info.resource_id, None)
+
+    def _loop(self):
+        delay = self.base
+        while True:
+            with self.lock:
+                for key in [k for k, ws in self.waiters.items() if all(w.cancelled() for w in ws)]:
+                    del self.waiters[key]
+                if not self.waiters:
+                    self.thread = None
+                    return
+                infos = [ws[0].info for ws in self.waiters.values()]
+            try:
+                self.calls += 1
+                states = self.provider.describe(infos)
+            except Exception as exc:  # a failed poll is not a failed node: try again later
+                LOG.warning("polling %s failed: %s", self.provider.name, exc)
+                states = {}
+            finished = False
+            with self.lock:
+                for resource_id, info in states.items():
+                    if info.state in (NodeState.RUNNING, NodeState.FAILED, NodeState.GONE):
+                        for waiter in self.waiters.pop(resource_id, []):
+                            waiter.result = info
+                            waiter.done.set()
+                            finished = True
+            if finished:
+                delay = self.base
+            self.wake.clear()
+            self.wake.wait(delay)
+            if not self.wake.is_set():
+                delay = min(self.ceiling, delay * 2)
+
+
+class Poller:
+    """One ProviderPoller per provider instance."""
+
+    def __init__(self, base=1.0, ceiling=30.0):
+        self.base = base
+        self.ceiling = ceiling
+        self.lock = threading.Lock()
+        self.pollers = {}
+
+    def wait(self, provider, info, cancelled=lambda: False):
+        with self.lock:
+            poller = self.pollers.get(id(provider))
+            if poller is None:
+                poller = self.pollers[id(provider)] = ProviderPoller(provider, self.base,
+                                                                     self.ceiling)
+        return poller.wait(info, cancelled)
