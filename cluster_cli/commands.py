@@ -23,6 +23,8 @@ _CLUSTER = {
 }
 for _verb, _cls in _CLUSTER.items():
     COMMANDS[f"cluster {_verb}"] = f"cluster_cli.v1.cluster:{_cls}"
+for _verb in ("upload", "list", "show", "stage", "activate", "recall", "delete"):
+    COMMANDS[f"resource {_verb}"] = f"cluster_cli.v1.resource:{_verb.capitalize()}Resource"
 COMMANDS["task list"] = "cluster_cli.v1.cluster:ListTasks"
 COMMANDS["task show"] = "cluster_cli.v1.cluster:ShowTask"
 

@@ -24,5 +24,8 @@ venv="${SHOAL_VENV:-$here/.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 "$venv/bin/pip" install --quiet -e ".[test]"
+# A third-party plugin package, written for the tests (fault-injecting provider and automator):
+# installed like any other, picked up through its entry points with no change to Shoal.
+"$venv/bin/pip" install --quiet -e tests/testkit
 
 exec "$venv/bin/python" -m pytest -q "$@" tests
