@@ -121,6 +121,22 @@ def node_processes(root, pgids=(), pids=(), since=0):
     return found
 
 
+def _listening_addresses():
+    """IPv4 addresses something listens on (TCP), read from /proc/net/tcp (Linux)."""
+    found = set()
+    try:
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    raw = bytes.fromhex(fields[1].split(":")[0])
+                    found.add(".".join(str(b) for b in reversed(raw)))
+    except OSError:
+        pass
+    return found
+
+
 class LocalProvider(Provider):
     """Nodes as sandbox directories; each gets a private block of loopback ports."""
 
@@ -232,7 +248,10 @@ class LocalProvider(Provider):
             clash = next((u for u in used if u[0] <= last and first <= u[1]), None)
             if clash:
                 first = clash[1] + 1
-            elif all(self._bindable(port) for port in range(first, last + 1)):
+            elif (all(self._bindable(port) for port in range(first, last + 1))
+                  and self._address(first) not in _listening_addresses()):
+                # The address check matters when another SHOAL_HOME on this machine holds
+                # nodes: their block records are not ours to read, but their listeners show.
                 return [first, last]
             else:
                 first += self.block

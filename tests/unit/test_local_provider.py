@@ -103,6 +103,20 @@ def test_ports_in_use_are_skipped(tmp_path):
         listener.close()
 
 
+def test_an_address_another_home_listens_on_is_skipped(tmp_path):
+    # Another SHOAL_HOME's node holds 127.77.0.1 (the first block's address) and serves on it.
+    first_home = LocalProvider("local", {}, str(tmp_path / "a"))
+    taken = first_home.create(spec()).addresses["bind_v4"]
+    listener = socket.socket()
+    listener.bind((taken, 0))
+    listener.listen()
+    try:
+        second_home = LocalProvider("local", {}, str(tmp_path / "b"))
+        assert second_home.create(spec()).addresses["bind_v4"] != taken
+    finally:
+        listener.close()
+
+
 def test_no_ports_left_is_a_clear_error(tmp_path):
     provider = LocalProvider("local", {"port_base": 40000, "port_limit": 40019},
                              str(tmp_path / "home"))
