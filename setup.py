@@ -26,16 +26,24 @@ setup(
         "paramiko>=3.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8"],
+        "docker": ["docker>=7.0"],
+        "aws": ["boto3>=1.34"],
+        "gcp": ["google-cloud-compute>=1.14"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8", "docker>=7.0",
+                 "boto3>=1.34", "moto[server]>=5.0", "google-cloud-compute>=1.14"],
     },
     entry_points={
         "console_scripts": ["shoal = cluster_cli.main:main"],
         "shoal.providers": [
             "local = extensions.providers.local:LocalProvider",
             "ssh = extensions.providers.ssh:SSHProvider",
+            "docker = extensions.providers.docker:DockerProvider",
+            "aws = extensions.providers.aws:AWSProvider",
+            "gcp = extensions.providers.gcp:GCPProvider",
         ],
         "shoal.automators": [
             "shell = extensions.automators.shell:ShellAutomator",
+            "docker-cli = extensions.automators.docker_cli:DockerCLIAutomator",
         ],
     },
 )

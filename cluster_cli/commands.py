@@ -25,6 +25,10 @@ for _verb, _cls in _CLUSTER.items():
     COMMANDS[f"cluster {_verb}"] = f"cluster_cli.v1.cluster:{_cls}"
 for _verb in ("upload", "list", "show", "stage", "activate", "recall", "delete"):
     COMMANDS[f"resource {_verb}"] = f"cluster_cli.v1.resource:{_verb.capitalize()}Resource"
+COMMANDS["cluster shell"] = "cluster_cli.v1.shell:ShellCluster"
+COMMANDS["cluster exec"] = "cluster_cli.v1.shell:ExecCluster"
+COMMANDS["setup aws"] = "cluster_cli.v1.setup:SetupAws"
+COMMANDS["setup gcp"] = "cluster_cli.v1.setup:SetupGcp"
 COMMANDS["task list"] = "cluster_cli.v1.cluster:ListTasks"
 COMMANDS["task show"] = "cluster_cli.v1.cluster:ShowTask"
 
