@@ -116,7 +116,7 @@ class PlanCluster(ShoalLister):
         if "layout" in result:
             layout = result["layout"]
             changes = ""
-            if layout.get("added") or layout.get("removed") or layout.get("changed"):
+            if parsed_args.name:
                 changes = (f"; adds {layout['added']} node(s), removes "
                            f"{', '.join(layout['removed']) or 'none'}, changes "
                            f"{', '.join(layout['changed']) or 'none'}")

@@ -22,7 +22,7 @@ def _tasks(tasks):
 def _submitted(result, status=202):
     current_app.engine.submit(result["operation"])
     body = {"cluster_id": result["cluster_id"], "operation": result["operation"],
-            "tasks": len(result["tasks"])}
+            "tasks": sum(1 for t in result["tasks"] if t.action != "JOIN")}
     if "layout" in result:
         body["layout"] = result["layout"].to_dict()
         body["groups"] = result["layout"].groups()
