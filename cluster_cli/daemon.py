@@ -33,8 +33,11 @@ def log_path(home=None):
     return (home or shoal_home()) / "server.log"
 
 
-def start(port=None, announce=False, wait=30.0):
-    """Start the server in the background unless it runs; return its URL."""
+def start(port=None, announce=False, wait=30.0, settings=None):
+    """Start the server in the background unless it runs; return its URL.
+
+    ``settings`` (e.g. {"SHOAL_PARALLELISM": "32"}) go into the server's environment.
+    """
     home = shoal_home()
     if running_pid(home):
         return local_server_url(home)
@@ -46,6 +49,7 @@ def start(port=None, announce=False, wait=30.0):
         process = subprocess.Popen(
             [sys.executable, "-m", "cluster_server.serve", "--port", str(port)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, **(settings or {})},
             start_new_session=True,  # survives the shell that started it
         )
     deadline = time.monotonic() + wait

@@ -14,11 +14,23 @@ class StartServer(ShoalCommand):
         parser = super().get_parser(prog_name)
         parser.add_argument("--port", type=int, default=None,
                             help="port on 127.0.0.1 (default: $SHOAL_PORT, else a free one)")
+        parser.add_argument("--parallelism", type=int, metavar="N",
+                            help="worker threads running tasks (default: $SHOAL_PARALLELISM, "
+                                 "else 4 per core, at least 8)")
+        parser.add_argument("--retries", type=int, metavar="N",
+                            help="attempts after the first for a failing task (default 2)")
+        parser.add_argument("--retry-backoff", type=float, metavar="SECONDS",
+                            help="wait before the first retry, doubling after (default 1)")
         return parser
 
     def take_action(self, parsed_args):
         was = daemon.running_pid()
-        url = daemon.start(port=parsed_args.port)
+        settings = {f"SHOAL_{key.upper()}": str(value) for key, value in (
+            ("parallelism", parsed_args.parallelism), ("retries", parsed_args.retries),
+            ("retry_backoff", parsed_args.retry_backoff)) if value is not None}
+        if was and settings:
+            self.warn("the server already runs: stop it first for these settings to apply")
+        url = daemon.start(port=parsed_args.port, settings=settings)
         state = "already running" if was else "started"
         self.app.stdout.write(f"Shoal server {state} at {url} (pid {daemon.running_pid()})\n")
 
