@@ -236,12 +236,34 @@ def validate(kind, body):
             f"{label}: {bad.path} {bad.reason}",
             {"entity": kind, "name": name, "field": bad.path, "reason": bad.reason},
         ) from None
+    _check_macros(kind, name, label, body)
     if not NAME_RE.match(name):
         raise ValidationError(
             f"{label}: name must be letters, digits, '.', '_' or '-' (at most 128)",
             {"entity": kind, "name": name, "field": "name", "reason": "invalid name"},
         )
     return body
+
+
+def _check_macros(kind, name, label, body):
+    """A malformed macro (``%host.service.%``) is refused at import, not when a task runs."""
+    from cluster_server import macros
+
+    places = []
+    if kind == "service":
+        for action, spec in body.get("provisioner", {}).get("actions", {}).items():
+            places.append((f"provisioner.actions.{action}.fields", spec.get("fields", {})))
+    if kind in ("template", "partial"):
+        places.append(("defaults.config", body.get("defaults", {}).get("config", {})))
+        places.append(("links", body.get("links", [])))
+    for field, value in places:
+        try:
+            macros.validate(value)
+        except ValidationError as error:
+            raise ValidationError(
+                f"{label}: {field}: {error.message}",
+                {"entity": kind, "name": name, "field": field, "reason": error.message},
+            ) from None
 
 
 def validate_all(entities, sources=None):

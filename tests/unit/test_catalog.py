@@ -166,3 +166,15 @@ def test_secrets_are_masked_and_kept_on_update():
     assert fresh["provisioner"]["api_password"] == ""
     assert catalog.mask_provider(stored, sensitive=("region",))["provisioner"]["region"] == \
         catalog.MASK
+
+
+def test_malformed_macros_are_refused_at_import():
+    service = {"name": "s", "provisioner": {"actions": {"start": {
+        "type": "shell", "fields": {"args": "--peer %host.service.%"}}}}}
+    with pytest.raises(ValidationError) as raised:
+        catalog.validate("service", service)
+    assert raised.value.details["field"] == "provisioner.actions.start.fields"
+    template = {"name": "t", "defaults": {"config": {"x": "%ip.service.[0]%"}}}
+    with pytest.raises(ValidationError, match="defaults.config"):
+        catalog.validate("template", template)
+    catalog.validate("template", {"name": "t", "defaults": {"config": {"x": "100% sure"}}})
