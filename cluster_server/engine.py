@@ -15,6 +15,7 @@ import time
 from cluster_server.actions import CLEANUP, TaskRunner
 from cluster_server.executor import PENDING, Control, Executor, Settings
 from cluster_server.poller import Poller
+from cluster_server.resources import FileResourceStore
 
 LOG = logging.getLogger("shoal.engine")
 
@@ -38,7 +39,9 @@ class Engine:
         self.settings = settings or settings_from_env()
         base = poll_base if poll_base is not None else float(
             os.environ.get("SHOAL_POLL_BASE") or 1.0)
-        self.runner = runner or TaskRunner(store, home, Poller(base=base))
+        # Automators find uploaded scripts here (the default tenant's plugin resources).
+        self.runner = runner or TaskRunner(store, home, Poller(base=base),
+                                           resources=FileResourceStore(store, home))
         self.executor = Executor(store, self.runner, self.settings)
         self.controls = {}
         self.threads = {}

@@ -93,6 +93,34 @@ MIGRATIONS = [
     """
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 4: plugin resources (scripts, archives, keys): one row per uploaded version; the bytes live
+    # in files under SHOAL_HOME/resources. The partial unique indexes let SQLite itself keep at
+    # most one active and one staged version per name. resource_names keeps the last version
+    # number handed out, so a deleted version's number is never reused for other bytes.
+    """
+    CREATE TABLE resources (
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, kind, name, version)
+    );
+    CREATE UNIQUE INDEX resources_one_active ON resources(tenant, kind, name)
+        WHERE status = 'active';
+    CREATE UNIQUE INDEX resources_one_staged ON resources(tenant, kind, name)
+        WHERE status = 'staged';
+    CREATE TABLE resource_names (
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        last_version INTEGER NOT NULL,
+        PRIMARY KEY (tenant, kind, name)
+    );
+    """,
 ]
 
 
