@@ -11,7 +11,7 @@ import time
 import uuid
 
 from cluster_server import catalog, planner, plugins
-from cluster_server.errors import Conflict, NotFound, PlanError, ValidationError
+from cluster_server.errors import Conflict, NotFound, ValidationError
 from cluster_server.solver import solve_layout
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -89,17 +89,30 @@ def solve_request(store, tenant, data, current=None, template=None):
 
 
 def check_plugins(view, provider_name, services):
-    """Every plugin the cluster needs is installed: a clear error naming what is missing."""
-    entry = view.providers[provider_name]
-    plugins.plugin_class(plugins.PROVIDER_NAMESPACE, entry["providertype"])
-    for service in services:
+    """Every plugin the cluster needs is installed: one clear error naming all that is missing
+    (the provider type and each automator type with the services that need it), so the user
+    installs everything in one go instead of meeting the missing plugins one at a time."""
+    wanted = [(plugins.PROVIDER_NAMESPACE, view.providers[provider_name]["providertype"], None)]
+    for service in sorted(services):
         actions = view.services[service].get("provisioner", {}).get("actions", {})
         for action, spec in sorted(actions.items()):
+            wanted.append((plugins.AUTOMATOR_NAMESPACE, spec.get("type", ""), service))
+    missing = {}  # (namespace, name) -> (error, services needing it)
+    for namespace, name, service in wanted:
+        if (namespace, name) not in missing:
             try:
-                plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, spec["type"])
+                plugins.plugin_class(namespace, name)
+                continue
             except plugins.PluginError as error:
-                raise PlanError(f"service '{service}' action '{action}': {error.message}",
-                                {**error.details, "service": service, "action": action}) from None
+                missing[namespace, name] = (error, [])
+        users = missing[namespace, name][1]
+        if service and service not in users:
+            users.append(service)
+    if missing:
+        parts = [error.message + (f", needed by {', '.join(users)}" if users else "")
+                 for error, users in missing.values()]
+        raise plugins.PluginError("; ".join(parts), {"missing": [
+            {**error.details, "services": users} for error, users in missing.values()]})
 
 
 def snapshot(template, view, layout, config, owner):
@@ -194,11 +207,13 @@ def create(store, tenant, data):
     config = _field(data, "config", "dict", default={})
     keep = _field(data, "keep_on_failure", "bool", default=False)
     template, view, layout = solve_request(store, tenant, data)
-    check_plugins(view, layout.provider, layout.services)
     nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     tasks = planner.plan_change([], nodes, view.services)
     if data.get("dry_run"):
+        # A plan shows the layout even before the plugins are installed (e.g. a Coopr catalog
+        # just imported); running it needs them.
         return {"layout": layout, "tasks": tasks}
+    check_plugins(view, layout.provider, layout.services)
     spec = snapshot(template, view, layout, config, data.get("owner") or tenant)
     cluster_id = _new_id("c")
     now = time.time()
@@ -260,13 +275,13 @@ def change(store, tenant, name, kind, data):
     old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
     template, view, layout = solve_request(store, tenant, request, current=old,
                                            template=spec["template"])
-    check_plugins(view, layout.provider, layout.services)
     fresh = iter(_next_node_ids(current, layout.added))
     new_nodes = [dict(n, id=n["id"] or next(fresh)) for n in layout.nodes]
     services_catalog = {**spec["services"], **{s: view.services[s] for s in layout.services}}
     tasks = planner.plan_change(old, new_nodes, services_catalog)
     if data.get("dry_run"):
         return {"layout": layout, "tasks": tasks}
+    check_plugins(view, layout.provider, layout.services)
     new_spec = snapshot(template, view, layout, {}, spec.get("owner", tenant))
     new_spec["config"] = spec["config"]
     new_spec["services"] = services_catalog
