@@ -76,7 +76,7 @@ class Client:
                                   "so it writes SHOAL_HOME/token", code="unauthorized") from None
         return self.token
 
-    def _raw(self, method, url, path, body, quiet=False):
+    def _raw(self, method, url, path, body, quiet=False, raw_body=None):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ClientError(f"bad server URL '{url}': expected http://HOST:PORT",
@@ -85,7 +85,10 @@ class Client:
         if self.tenant:
             headers["X-Shoal-Tenant"] = self.tenant
         data = None
-        if body is not None:
+        if raw_body is not None:  # a file sent as it is (plugin resources)
+            data = raw_body
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
@@ -125,6 +128,9 @@ class Client:
 
     def put(self, path, body):
         return self.request("PUT", path, body)
+
+    def put_bytes(self, path, data):
+        return self._raw("PUT", self.url(), "/api/v1" + path, None, raw_body=data)
 
     def delete(self, path):
         return self.request("DELETE", path)

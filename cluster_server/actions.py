@@ -56,12 +56,14 @@ class TaskRunner:
                 provider = self.providers[cluster["id"]] = cls(entry["name"], fields, self.home)
             return provider
 
-    def automator(self, kind):
+    def automator(self, kind, tenant="default"):
         with self.lock:
-            automator = self.automators.get(kind)
+            automator = self.automators.get((kind, tenant))
             if automator is None:
                 cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
-                automator = self.automators[kind] = cls(self.home, self.resources)
+                # Each tenant's automators see that tenant's plugin resources only.
+                resources = self.resources.for_tenant(tenant) if self.resources else None
+                automator = self.automators[(kind, tenant)] = cls(self.home, resources)
             return automator
 
     def transport(self, cluster, node, provider):
@@ -208,7 +210,7 @@ class TaskRunner:
         missing = []
         fields = macros.expand(action.get("fields", {}), ctx, missing)
         config = macros.expand(cluster["spec"].get("config", {}), ctx, missing)
-        automator = self.automator(action["type"])
+        automator = self.automator(action["type"], cluster["tenant"])
         provider = self.provider(cluster)
         transport = self.transport(cluster, node, provider)
         result = automator.run(task["action"], task["service"], fields,

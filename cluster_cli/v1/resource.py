@@ -4,8 +4,6 @@ Scripts, archives and keys for automators, by kind and name; every upload is a n
 only the active version is used by new tasks. Keys' contents are never shown.
 """
 
-import http.client
-import json
 import sys
 import time
 import urllib.parse
@@ -23,33 +21,6 @@ def _quote(text):
 
 def _path(kind, name, *rest):
     return "/".join(["/resources", _quote(kind), _quote(name), *map(_quote, rest)])
-
-
-def put_bytes(client, path, data):
-    """PUT raw bytes: the JSON client cannot carry a file as it is."""
-    url = urllib.parse.urlsplit(client.url())
-    headers = {"Authorization": "Bearer " + client._token(), "Accept": "application/json",
-               "Content-Type": "application/octet-stream"}
-    if client.tenant:
-        headers["X-Shoal-Tenant"] = client.tenant
-    try:
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=None)
-        conn.request("PUT", "/api/v1" + path, body=data, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        conn.close()
-    except (OSError, http.client.HTTPException) as exc:
-        raise ClientError(f"cannot reach the Shoal server at {client.url()}: {exc}",
-                          code="unreachable") from None
-    try:
-        payload = json.loads(raw) if raw else {}
-    except ValueError:
-        raise ClientError(f"server answered {response.status} with non-JSON data") from None
-    if response.status >= 400:
-        error = payload.get("error", {}) if isinstance(payload, dict) else {}
-        raise ClientError(error.get("message") or f"HTTP {response.status}",
-                          code=error.get("code", "error"), status=response.status)
-    return payload
 
 
 def _add_kind_name(parser):
@@ -94,7 +65,7 @@ class UploadResource(ShoalShowOne):
                     data = f.read()
             except OSError as exc:
                 raise ClientError(f"{parsed_args.file}: cannot read: {exc.strerror}") from None
-        result = put_bytes(self.client, _path(parsed_args.kind, parsed_args.name), data)
+        result = self.client.put_bytes(_path(parsed_args.kind, parsed_args.name), data)
         version = next(v for v in result["versions"] if v["version"] == result["uploaded"])
         return self.show_dict({"kind": result["kind"], "name": result["name"],
                                "version": version["version"], "status": version["status"],
