@@ -188,8 +188,18 @@ class Engine:
             else:
                 db.execute("DELETE FROM nodes WHERE cluster_id = ? AND status IN"
                            " ('REMOVING', 'DELETED')", [cluster_id])
-                db.execute("UPDATE clusters SET status = 'ACTIVE', updated_at = ? WHERE id = ?",
-                           [time.time(), cluster_id])
+                # A change keeps the definitions of removed services in the spec while it runs
+                # (their STOP and REMOVE need them); once done, the cluster's services are the
+                # ones its nodes hold, or a later resize would bring removed services back.
+                on_nodes = {service for (services,) in db.execute(
+                    "SELECT services FROM nodes WHERE cluster_id = ?", [cluster_id])
+                    for service in json.loads(services)}
+                spec = json.loads(db.execute("SELECT spec FROM clusters WHERE id = ?",
+                                             [cluster_id]).fetchone()[0])
+                spec["services"] = {name: body for name, body in spec["services"].items()
+                                    if name in on_nodes}
+                db.execute("UPDATE clusters SET status = 'ACTIVE', spec = ?, updated_at = ?"
+                           " WHERE id = ?", [json.dumps(spec), time.time(), cluster_id])
             db.execute("UPDATE operations SET status = 'SUCCEEDED', finished_at = ? WHERE id = ?",
                        [time.time(), op["id"]])
         self.event(op, f"{op['kind']} succeeded")
