@@ -6,6 +6,7 @@ RUNNING, FAILED or GONE, or when the caller's operation is cancelled: never on a
 cloud, not Shoal, decides when something failed).
 """
 
+import concurrent.futures
 import logging
 import threading
 
@@ -22,8 +23,7 @@ class _Waiter:
     def __init__(self, info, cancelled):
         self.info = info
         self.cancelled = cancelled  # a callable: True once the operation is cancelled
-        self.result = None
-        self.done = threading.Event()
+        self.future = concurrent.futures.Future()
 
 
 class ProviderPoller:
@@ -37,8 +37,26 @@ class ProviderPoller:
         self.thread = None
         self.calls = 0  # describe calls made (for benchmarks and tests)
 
+    def watch(self, info, cancelled=lambda: False):
+        """Wait for the node of ``info`` without blocking: a Future of its final NodeInfo.
+
+        Any number of watches costs no thread each: the one polling thread completes them.
+        A watch whose ``cancelled()`` turns true fails with Cancelled.
+        """
+        return self._add(info, cancelled).future
+
     def wait(self, info, cancelled=lambda: False):
         """Block until the node of ``info`` is RUNNING, FAILED or GONE; return its NodeInfo."""
+        waiter = self._add(info, cancelled)
+        while True:
+            try:
+                return waiter.future.result(0.2)
+            except concurrent.futures.TimeoutError:
+                if cancelled():
+                    self._forget(waiter)
+                    raise Cancelled() from None
+
+    def _add(self, info, cancelled):
         waiter = _Waiter(info, cancelled)
         with self.lock:
             self.waiters.setdefault(info.resource_id, []).append(waiter)
@@ -47,11 +65,7 @@ class ProviderPoller:
                                                name=f"shoal-poll-{self.provider.name}")
                 self.thread.start()
         self.wake.set()  # a new node: poll soon instead of at the end of a long backoff
-        while not waiter.done.wait(0.2):
-            if cancelled():
-                self._forget(waiter)
-                raise Cancelled()
-        return waiter.result
+        return waiter
 
     def _forget(self, waiter):
         with self.lock:
@@ -65,8 +79,12 @@ class ProviderPoller:
         delay = self.base
         while True:
             with self.lock:
-                for key in [k for k, ws in self.waiters.items() if all(w.cancelled() for w in ws)]:
-                    del self.waiters[key]
+                for key, waiters in list(self.waiters.items()):
+                    for waiter in [w for w in waiters if w.cancelled()]:
+                        waiters.remove(waiter)
+                        waiter.future.set_exception(Cancelled())
+                    if not waiters:
+                        del self.waiters[key]
                 if not self.waiters:
                     self.thread = None
                     return
@@ -82,8 +100,7 @@ class ProviderPoller:
                 for resource_id, info in states.items():
                     if info.state in (NodeState.RUNNING, NodeState.FAILED, NodeState.GONE):
                         for waiter in self.waiters.pop(resource_id, []):
-                            waiter.result = info
-                            waiter.done.set()
+                            waiter.future.set_result(info)
                             finished = True
             if finished:
                 delay = self.base
@@ -102,10 +119,16 @@ class Poller:
         self.lock = threading.Lock()
         self.pollers = {}
 
-    def wait(self, provider, info, cancelled=lambda: False):
+    def poller(self, provider):
         with self.lock:
             poller = self.pollers.get(id(provider))
             if poller is None:
                 poller = self.pollers[id(provider)] = ProviderPoller(provider, self.base,
                                                                      self.ceiling)
-        return poller.wait(info, cancelled)
+            return poller
+
+    def wait(self, provider, info, cancelled=lambda: False):
+        return self.poller(provider).wait(info, cancelled)
+
+    def watch(self, provider, info, cancelled=lambda: False):
+        return self.poller(provider).watch(info, cancelled)
