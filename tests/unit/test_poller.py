@@ -43,7 +43,8 @@ def test_many_watches_share_one_call_a_round_and_one_thread():
     results = {key: future.result(10) for key, future in futures.items()}
     assert results["n7"].state == NodeState.FAILED
     assert {r.state for k, r in results.items() if k != "n7"} == {NodeState.RUNNING}
-    assert len(cloud.calls) <= 4 and max(cloud.calls) == 500
+    # Nodes added while it polls join the next round: a few rounds more, not a call per node.
+    assert len(cloud.calls) < 10 and max(cloud.calls) == 500
     assert len(cloud.threads) == 1
 
 
