@@ -44,7 +44,7 @@ def test_many_watches_share_one_call_a_round_and_one_thread():
     assert results["n7"].state == NodeState.FAILED
     assert {r.state for k, r in results.items() if k != "n7"} == {NodeState.RUNNING}
     # Nodes added while it polls join the next round: a few rounds more, not a call per node.
-    assert len(cloud.calls) < 10 and max(cloud.calls) == 500
+    assert len(cloud.calls) < 10 and sum(cloud.calls) == 3 * 500  # each node in 3 rounds
     assert len(cloud.threads) == 1
 
 
