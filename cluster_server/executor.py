@@ -12,7 +12,6 @@ import heapq
 import json
 import logging
 import queue
-import threading
 import time
 
 LOG = logging.getLogger("shoal.executor")
@@ -68,8 +67,101 @@ def load_tasks(store, operation_id):
     rows = store.db.execute(
         "SELECT id, node_id, action, service, depends_on, status, attempts FROM tasks"
         " WHERE operation_id = ? ORDER BY seq", [operation_id]).fetchall()
-    return [{"id": r[0], "node_id": r[1], "action": r[2], "service": r[3],
-             "depends_on": json.loads(r[4]), "status": r[5], "attempts": r[6]} for r in rows]
+    # One parse for every row's list: a json.loads call per row costs more than the query.
+    depends_on = json.loads("[" + ",".join(r[4] for r in rows) + "]")
+    return [{"id": r[0], "node_id": r[1], "action": r[2], "service": r[3], "depends_on": deps,
+             "status": r[5], "attempts": r[6]} for r, deps in zip(rows, depends_on)]
+
+
+class _RunState:
+    """The in-memory side of one run: what each task still waits for, which tasks are ready,
+    which nodes are busy, and the results not yet saved."""
+
+    def __init__(self, tasks):
+        self.tasks = {t["id"]: t for t in tasks}
+        self.results = []   # (task, outcome) not yet in the store
+        self.ready = []     # heap of (key, task id)
+        self.parked = {}    # node -> ready task ids waiting for that node to be free
+        self.busy = set()   # nodes running an action
+        self.failed = None
+        open_tasks = [t for t in tasks if t["status"] not in (SUCCEEDED, SKIPPED)]
+        self.remaining = len(open_tasks)
+        self.waiting = {}   # task id -> number of unfinished predecessors
+        self.dependents = {t["id"]: [] for t in open_tasks}
+        for task in open_tasks:
+            deps = [d for d in task["depends_on"]
+                    if self.tasks[d]["status"] not in (SUCCEEDED, SKIPPED)]
+            self.waiting[task["id"]] = len(deps)
+            for dep in deps:
+                self.dependents[dep].append(task["id"])
+        # Among ready tasks, the one with the longest chain of work behind it goes first: when
+        # tasks compete for a node or a worker, that is what keeps the whole run shortest.
+        # Ties go by the plan's order (tasks come sorted by seq).
+        first = [t["id"] for t in open_tasks if self.waiting[t["id"]] == 0]
+        order, unmet = list(first), dict(self.waiting)
+        for task_id in order:  # Kahn's algorithm: the list grows as tasks become ready
+            for child in self.dependents[task_id]:
+                unmet[child] -= 1
+                if unmet[child] == 0:
+                    order.append(child)
+        work = {}
+        for task_id in reversed(order):
+            own = 0 if self.tasks[task_id]["action"] == JOIN else 1
+            work[task_id] = own + max((work[c] for c in self.dependents[task_id]), default=0)
+        # (A task on a cycle never becomes ready; the run stops when nothing else can start.)
+        self.key = {t["id"]: (-work.get(t["id"], 0), i) for i, t in enumerate(open_tasks)}
+        for task_id in first:
+            self.make_ready(task_id)
+
+    def make_ready(self, task_id):
+        task = self.tasks[task_id]
+        if task["action"] == JOIN:
+            # A join only gathers edges ("every A after every B"): nothing to run.
+            task["attempts"] += 1
+            self.succeeded(task, TaskOutcome(True))
+        else:
+            heapq.heappush(self.ready, (self.key[task_id], task_id))
+
+    def take_ready(self, limit):
+        """Up to ``limit`` ready tasks, at most one per node and none on a busy node."""
+        batch = []
+        while self.ready and len(batch) < limit:
+            task = self.tasks[heapq.heappop(self.ready)[1]]
+            if task["node_id"] in self.busy:
+                self.parked.setdefault(task["node_id"], []).append(task["id"])
+                continue
+            self.busy.add(task["node_id"])
+            task["status"] = RUNNING
+            batch.append(task)
+        return batch
+
+    def _finished(self, task, status, outcome):
+        task["status"] = status
+        self.results.append((task, outcome))
+        if task["action"] != JOIN:
+            self.busy.discard(task["node_id"])
+            for task_id in self.parked.pop(task["node_id"], ()):
+                heapq.heappush(self.ready, (self.key[task_id], task_id))
+
+    def succeeded(self, task, outcome, release=True):
+        self._finished(task, SUCCEEDED, outcome)
+        self.remaining -= 1
+        if release:
+            for child in self.dependents[task["id"]]:
+                self.waiting[child] -= 1
+                if self.waiting[child] == 0:
+                    self.make_ready(child)
+
+    def retrying(self, task, outcome):
+        self._finished(task, PENDING, outcome)
+
+    def failed_for_good(self, task, outcome):
+        self._finished(task, FAILED, outcome)
+        self.failed = self.failed or task["id"]
+
+    def take_results(self):
+        results, self.results = self.results, []
+        return results
 
 
 class Executor:
@@ -84,110 +176,76 @@ class Executor:
 
         Returns (ok, failed_task_id). Blocks until no task can make progress: all succeeded,
         one failed for good (its dependents are left PENDING), or the operation was cancelled.
+        Tasks already running are always let finish; none is left RUNNING in the store.
         """
         control = control or Control()
-        tasks = {t["id"]: t for t in load_tasks(self.store, operation["id"])}
-        waiting = {}  # task id -> number of unfinished predecessors
-        dependents = {task_id: [] for task_id in tasks}
-        finished_states = (SUCCEEDED, SKIPPED)
-        for task in tasks.values():
-            open_deps = [d for d in task["depends_on"] if tasks[d]["status"] not in finished_states]
-            waiting[task["id"]] = len(open_deps)
-            for dep in task["depends_on"]:
-                dependents[dep].append(task["id"])
-        done = queue.SimpleQueue()
+        done = queue.SimpleQueue()  # (task, outcome) from the workers; None is a poke
         control.wakeup = lambda: done.put(None)
-        ready = [t for t in tasks.values()
-                 if t["status"] not in finished_states and waiting[t["id"]] == 0]
-        ready.sort(key=lambda t: t["id"])
-        busy_nodes = set()
-        delayed = []  # heap of (due time, task id): retries waiting out their backoff
+        state = _RunState(load_tasks(self.store, operation["id"]))
         in_flight = 0
-        failed = None
-        remaining = sum(1 for t in tasks.values() if t["status"] not in finished_states)
+        delayed = []  # heap of (due time, task id): retries waiting out their backoff
 
-        while remaining and failed is None:
-            if control.cancelled:
-                break
-            now = time.monotonic()
-            while delayed and delayed[0][0] <= now:
-                ready.append(tasks[heapq.heappop(delayed)[1]])
+        while state.remaining and state.failed is None and not control.cancelled:
+            while delayed and delayed[0][0] <= time.monotonic():
+                state.make_ready(heapq.heappop(delayed)[1])
+            batch = []
             if not control.paused:
-                batch, later = [], []
-                for task in ready:
-                    if task["action"] == JOIN:
-                        # A join only gathers edges ("every A after every B"): nothing to run.
-                        in_flight += 1
-                        done.put((task, TaskOutcome(True)))
-                    elif task["node_id"] in busy_nodes:
-                        later.append(task)
-                    else:
-                        busy_nodes.add(task["node_id"])
-                        batch.append(task)
-                ready = later
-                if batch:
-                    self._mark_running(batch)
-                    for task in batch:
-                        in_flight += 1
-                        self.dispatch.submit(self._worker(task, operation, done))
-            if not in_flight and not delayed and (control.paused or not ready):
-                if control.paused:
-                    done.get()  # sleep until resumed or cancelled
-                    continue
-                break  # nothing running and nothing can start: stuck (should not happen)
+                # No more tasks handed out than there are workers: a task queued inside the
+                # dispatch could no longer be held back by a pause, a cancel or a failure.
+                batch = state.take_ready(self.settings.workers - in_flight)
+            # One transaction per wake-up: the results gathered so far, and the intent
+            # (RUNNING) of every task about to start, committed before any of them starts.
+            self._save(state.take_results(), batch)
+            for task in batch:
+                in_flight += 1
+                self.dispatch.submit(self._worker(task, operation, done))
+            if not in_flight and not delayed and not control.paused:
+                break  # nothing running and nothing can start: only a broken graph gets here
             timeout = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
             try:
-                item = done.get(timeout=timeout)
+                finished = [done.get(timeout=timeout)]
             except queue.Empty:
                 continue
-            finished = []
-            while item is not None or not done.empty():
-                if item is not None:
-                    finished.append(item)
-                try:
-                    item = done.get_nowait()
-                except queue.Empty:
-                    break
-            if not finished:
-                continue
-            results = []
-            for task, outcome in finished:
+            while not done.empty():
+                finished.append(done.get())
+            for item in finished:
+                if item is None:
+                    continue
+                task, outcome = item
                 in_flight -= 1
-                busy_nodes.discard(task["node_id"])
                 task["attempts"] += 1
                 if outcome.ok:
-                    task["status"] = SUCCEEDED
-                    remaining -= 1
-                    for child in dependents[task["id"]]:
-                        waiting[child] -= 1
-                        if waiting[child] == 0:
-                            ready.append(tasks[child])
+                    state.succeeded(task, outcome)
                 elif outcome.retry and task["attempts"] <= self.settings.retries \
                         and not control.cancelled:
-                    task["status"] = PENDING
+                    state.retrying(task, outcome)
                     delay = min(self.settings.backoff_max,
                                 self.settings.backoff_base * 2 ** (task["attempts"] - 1))
                     heapq.heappush(delayed, (time.monotonic() + delay, task["id"]))
                 else:
-                    task["status"] = FAILED
-                    failed = failed or task["id"]
-                results.append((task, outcome))
-            self._record(results)
+                    state.failed_for_good(task, outcome)
 
-        # Let tasks already running finish, so nothing is left half done behind our back.
+        # Let tasks already running finish, so nothing is left half done behind our back; what
+        # they would make ready is not started.
+        self._save(state.take_results(), [])
         while in_flight:
-            task, outcome = done.get() or (None, None)
-            if task is None:
+            item = done.get()
+            if item is None:
                 continue
+            task, outcome = item
             in_flight -= 1
             task["attempts"] += 1
-            task["status"] = SUCCEEDED if outcome.ok else FAILED
-            if not outcome.ok:
-                failed = failed or task["id"]
-            self._record([(task, outcome)])
-        if control.cancelled:
-            self._reset_unfinished(operation["id"])
-        return failed is None and not control.cancelled and remaining == 0, failed
+            if outcome.ok:
+                state.succeeded(task, outcome, release=False)
+            else:
+                state.failed_for_good(task, outcome)
+            self._save(state.take_results(), [])
+        ok = state.failed is None and not control.cancelled and not state.remaining
+        if not ok:
+            # Nothing of this operation runs any more: a task still RUNNING in the store (left by
+            # a crash and not reached again) has not started, as far as anyone can tell.
+            self._reset_running(operation["id"])
+        return ok, state.failed
 
     def _worker(self, task, operation, done):
         def work():
@@ -199,16 +257,11 @@ class Executor:
             done.put((task, outcome))
         return work
 
-    def _mark_running(self, batch):
-        # The intent, committed before any task of the batch starts: after a crash, a RUNNING
-        # task is one whose effect may or may not have happened, and is run again (idempotently).
-        now = time.time()
-        with self.store.write() as db:
-            db.conn.executemany(
-                "UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
-                [(RUNNING, now, task["id"]) for task in batch])
-
-    def _record(self, results):
+    def _save(self, results, starting):
+        # A RUNNING task is one whose effect may or may not have happened: after a crash it is
+        # run again (idempotently).
+        if not results and not starting:
+            return
         now = time.time()
         with self.store.write() as db:
             db.conn.executemany(
@@ -216,8 +269,11 @@ class Executor:
                 " WHERE id = ?",
                 [(task["status"], task["attempts"], outcome.output[-OUTPUT_LIMIT:], now,
                   task["id"]) for task, outcome in results])
+            db.conn.executemany(
+                "UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
+                [(RUNNING, now, task["id"]) for task in starting])
 
-    def _reset_unfinished(self, operation_id):
+    def _reset_running(self, operation_id):
         with self.store.write() as db:
             db.execute("UPDATE tasks SET status = ? WHERE operation_id = ? AND status = ?",
                        [PENDING, operation_id, RUNNING])
