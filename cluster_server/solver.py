@@ -105,29 +105,35 @@ class _Problem:
     costs: dict  # hardware name -> integer cost (scaled), for new and existing nodes
     scale: int  # costs[name] / scale is the real cost
     current: list  # checked current nodes
+    before: frozenset  # services the current nodes run that stay on the cluster
     size_range: tuple  # (min, max or None) from the template
 
 
 @dataclass
 class _Kind:
-    units: tuple
+    units: tuple  # every unit on the node
+    adds: tuple  # the units beyond the node's pinned ones: these count toward the state
     services: tuple
     hardwaretype: str
     imagetype: str
     cost: int
+    moved: int  # services taken off or moved onto a kept node
     key: int  # this node's share of the objective: smaller is better
 
 
 @dataclass
 class _Pool:
-    """Where nodes come from: new machines (unlimited) or one class of identical current nodes."""
+    """Where nodes come from: new machines, or one class of identical kept current nodes."""
 
-    hardwaretype: str | None
+    hardwaretype: str | None  # None: new nodes
     imagetype: str | None
-    old: frozenset
+    old: frozenset  # its current services that stay on the cluster
+    pinned: tuple  # units it keeps where they are
     nodes: list
     supply: int
-    kinds: list = field(default_factory=list)
+    removal: int = 0  # objective share of removing one of its nodes
+    every: dict = field(default_factory=dict)  # unit tuple -> _Kind, every valid kind
+    kinds: list = field(default_factory=list)  # the kinds the search tries
     free: _Kind | None = None
 
 
@@ -152,7 +158,9 @@ def solve_layout(template, catalog, size, *, services=None, provider=None, hardw
     common, units, conflicts = _units(template, cluster)
     problem = _Problem(name, provider, cluster, common, units, conflicts,
                        sorted((costs[h], h) for h in hardware), hardware_note, images,
-                       image_note, costs, scale, current, size_range)
+                       image_note, costs, scale, current,
+                       frozenset(s for n in current for s in n["services"]) & set(cluster),
+                       size_range)
     _check_units_placeable(problem)
     solution = _search(problem, size)
     if solution is None:
@@ -197,7 +205,7 @@ def _check_current(current):
 
 
 def _is_name_list(value):
-    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+    return isinstance(value, (list, tuple)) and set(map(type, value)) <= {str}
 
 
 def _section(mapping, key):
@@ -491,6 +499,83 @@ def _fits(unit, hardware, image):
             and (unit.images is None or image in unit.images))
 
 
+# ----- current nodes: which to remove, which placements to keep --------------------------------
+
+
+def _choose_removals(problem, size):
+    """When shrinking, first remove nodes that are plainly spare: no service with a maximum on
+    them, and every minimum still met without them. Returns (kept, removed ids, how many more
+    nodes to remove); the search chooses those last ones itself."""
+    current = problem.current
+    remove = max(0, len(current) - size)
+    if not remove:
+        return list(current), [], 0
+    on_cluster = set(problem.services)
+    groups = {}
+    for position, node in enumerate(current):
+        old = frozenset(node["services"]) & on_cluster
+        groups.setdefault((node["hardwaretype"], node["imagetype"], old), []).append(position)
+    units = problem.units
+    held = {key: [i for i, unit in enumerate(units) if set(unit.services) <= key[2]]
+            for key in groups}
+    counts = [sum(len(groups[key]) for key in groups if i in held[key])
+              for i in range(len(units))]
+
+    def spare(key):  # how many of this group can go without touching a limit
+        if any(units[i].hi is not None for i in held[key]):
+            return 0
+        return min([len(groups[key])] + [counts[i] - units[i].lo for i in held[key]])
+
+    removed = set()
+    while remove:
+        candidates = [key for key in groups if spare(key) > 0]
+        if not candidates:
+            break
+        # The most expensive machines go first, then those with the fewest services, newest first.
+        key = min(candidates, key=lambda k: (-problem.costs.get(k[0], 0), len(k[2]),
+                                             -groups[k][-1]))
+        take = min(remove, spare(key))
+        for _ in range(take):
+            removed.add(groups[key].pop())
+        for i in held[key]:
+            counts[i] -= take
+        remove -= take
+    return ([node for p, node in enumerate(current) if p not in removed],
+            [node["id"] for p, node in enumerate(current) if p in removed], remove)
+
+
+def _pin(problem, kept):
+    """Units each kept node holds and may keep: id -> tuple of unit indices, or None if the node
+    breaks a rule as it stands and must be laid out afresh."""
+    on_cluster = set(problem.services)
+    by_class = {}
+    pins = {}
+    for node in kept:
+        key = (node["hardwaretype"], node["imagetype"], frozenset(node["services"]) & on_cluster)
+        if key not in by_class:
+            by_class[key] = _keepable(problem, *key)
+        pins[node["id"]] = by_class[key]
+    counts = [0] * len(problem.units)
+    for node in kept:  # over a maximum: the later nodes are laid out afresh
+        held = pins[node["id"]] or ()
+        if any(problem.units[i].hi is not None and counts[i] >= problem.units[i].hi
+               for i in held):
+            pins[node["id"]] = None
+            continue
+        for i in held:
+            counts[i] += 1
+    return pins
+
+
+def _keepable(problem, hardware, image, old):
+    held = tuple(i for i, unit in enumerate(problem.units) if set(unit.services) <= old)
+    partial = any(set(u.services) & old and not set(u.services) <= old for u in problem.units)
+    clash = any(group <= set(held) for group, _ in problem.conflicts)
+    misfit = not all(_fits(problem.units[i], hardware, image) for i in held)
+    empty = not held and not problem.common
+    return None if partial or clash or misfit or empty else held
+
+
 # ----- kinds and pools ------------------------------------------------------------------------
 
 
@@ -501,8 +586,7 @@ def _unit_sets(problem):
     found = []
 
     def grow(start, chosen, hardware, images):
-        if chosen or problem.common:
-            found.append((tuple(chosen), hardware, images))
+        found.append((tuple(chosen), hardware, images))
         for i in range(start, len(units)):
             more_hardware = _meet(hardware, units[i].hardware)
             more_images = _meet(images, units[i].images)
@@ -519,44 +603,44 @@ def _unit_sets(problem):
     return found
 
 
-def _weights(problem, size):
-    """Multipliers that turn (removed, lost, cost, -services) into one comparable integer."""
-    nodes = size + len(problem.current)
-    per_node = len(problem.services) + 1
-    cost_step = nodes * per_node + 1
-    lost_step = (nodes * max(problem.costs.values(), default=0) + 1) * cost_step
-    removal = (len(problem.current) * per_node + 2) * lost_step
-    return cost_step, lost_step, removal
-
-
-def _pools(problem, size, capped):
-    """The new-node pool and one pool per class of identical current nodes, with their kinds."""
-    cost_step, lost_step, _ = _weights(problem, size)
-    sets = _unit_sets(problem)
-    pools = [_Pool(None, None, frozenset(), [], size)]
+def _pools(problem, new, kept, pins):
+    """One pool per class of identical kept nodes (same machine, services and pins), then one
+    of ``new`` new nodes."""
     on_cluster = set(problem.services)
-    classes = {}
-    for node in problem.current:
+    pools, classes = [], {}
+    for node in kept:
         old = frozenset(node["services"]) & on_cluster
-        key = (node["hardwaretype"], node["imagetype"], old)
+        key = (node["hardwaretype"], node["imagetype"], old, pins[node["id"]])
         if key not in classes:
-            classes[key] = _Pool(node["hardwaretype"], node["imagetype"], old, [], 0)
+            classes[key] = _Pool(node["hardwaretype"], node["imagetype"], old,
+                                 pins[node["id"]] or (), [], 0)
             pools.append(classes[key])
         classes[key].nodes.append(node)
         classes[key].supply += 1
+    pools.append(_Pool(None, None, frozenset(), (), [], new))
+    sets = _unit_sets(problem)
+    steps = _weights(problem, len(kept) + new)
     for pool in pools:
-        kinds = {}
         for units, hardware, images in sets:
-            kind = _kind(problem, pool, units, hardware, images, cost_step, lost_step)
-            if kind is not None:
-                kinds[units] = kind
-        pool.free = _best_free(kinds, capped)
-        pool.kinds = sorted(_undominated(kinds, capped),
-                            key=lambda k: (k.key, k.services, k.hardwaretype, k.imagetype))
+            if set(pool.pinned) <= set(units):
+                kind = _kind(problem, pool, units, hardware, images, steps)
+                if kind is not None:
+                    pool.every[units] = kind
+        # A removed node counts as losing the constrained services it held.
+        pool.removal = steps[1] * len(pool.old - set(problem.common))
     return pools
 
 
-def _kind(problem, pool, units, hardware, images, cost_step, lost_step):
+def _weights(problem, size):
+    """Multipliers that turn (lost services, cost, -services) into one comparable integer."""
+    nodes = max(size, len(problem.current))
+    per_node = len(problem.services) + 1
+    cost_step = nodes * per_node + 1
+    lost_step = (nodes * max(problem.costs.values(), default=0) + 1) * cost_step
+    return cost_step, lost_step
+
+
+def _kind(problem, pool, units, hardware, images, steps):
     if pool.hardwaretype is None:
         hw = next((name for _, name in problem.hardware if hardware is None or name in hardware),
                   None)
@@ -570,26 +654,39 @@ def _kind(problem, pool, units, hardware, images, cost_step, lost_step):
             return None
     services = tuple(sorted(problem.common + tuple(s for i in units
                                                    for s in problem.units[i].services)))
-    lost = len(pool.old - set(services))
+    if not services:
+        return None  # a node holds at least one service
     cost = problem.costs.get(hw, 0)
-    key = lost * lost_step + cost * cost_step - len(services)
-    return _Kind(units, services, hw, image, cost, key)
+    # What moves on a kept node: services taken off it, and services that already run elsewhere
+    # put on it. A service new to the cluster may go anywhere.
+    moved = len(pool.old - set(services))
+    if pool.hardwaretype is not None:
+        moved += len((set(services) & problem.before) - pool.old)
+    adds = tuple(i for i in units if i not in pool.pinned)
+    cost_step, lost_step = steps
+    return _Kind(units, adds, services, hw, image, cost, moved,
+                 moved * lost_step + cost * cost_step - len(services))
 
 
-def _best_free(kinds, capped):
-    """The best kind holding no capped unit: what every non-structural node becomes."""
-    free = [k for k in kinds.values() if not any(capped[i] for i in k.units)]
-    return min(free, key=lambda k: (k.key, k.services), default=None)
+def _prepare(pools, capped, excluded):
+    """Pick each pool's free kind and the kinds worth trying, leaving out excluded units."""
+    for pool in pools:
+        usable = {units: kind for units, kind in pool.every.items()
+                  if not set(kind.adds) & excluded}
+        free = [k for k in usable.values() if not any(capped[i] for i in k.adds)]
+        pool.free = min(free, key=lambda k: (k.key, k.services), default=None)
+        pool.kinds = sorted(_undominated(usable, capped, excluded),
+                            key=lambda k: (k.key, k.services, k.hardwaretype, k.imagetype))
 
 
-def _undominated(kinds, capped):
-    # Adding an uncapped unit at the same hardware cost only helps: more services, more copies
-    # toward a minimum, and no maximum to break. So such a kind never needs to be tried.
+def _undominated(kinds, capped, excluded):
+    # Adding an uncapped unit without making the node worse only helps: more copies toward a
+    # minimum, and no maximum to break. So such a kind never needs to be tried.
     keep = []
     for units, kind in kinds.items():
         bigger = (kinds.get(tuple(sorted(units + (i,)))) for i in range(len(capped))
-                  if not capped[i] and i not in units)
-        if not any(b is not None and b.cost == kind.cost for b in bigger):
+                  if not capped[i] and i not in units and i not in excluded)
+        if not any(b is not None and b.key <= kind.key for b in bigger):
             keep.append(kind)
     return keep
 
@@ -598,158 +695,236 @@ def _undominated(kinds, capped):
 
 
 @dataclass
-class _Solution:
+class _Plan:
     pools: list
-    structural: list  # [(pool index, kind)]
-    keep: list  # per pool: how many non-structural nodes take the pool's free kind
+    structural: list  # per pool: kinds of its structural nodes (None: a removed node)
+    upgrades: list  # per pool: [(kind, count)] free nodes that took a placed-after unit
 
 
 def _search(problem, size):
-    """The best layout of ``size`` nodes as a _Solution, or None if there is none."""
+    """The best layout of ``size`` nodes as a _Plan, or None if there is none."""
+    if any(unit.lo > size for unit in problem.units):
+        return None
+    kept, _, more = _choose_removals(problem, size)
+    fresh = dict.fromkeys(n["id"] for n in kept)
+    if more:
+        # Removing nodes that hold limited services moves services anyway: lay out afresh and
+        # let the search pick which nodes go.
+        plan = _search_kept(problem, size, kept, fresh, more)
+    else:
+        pins = _pin(problem, kept)
+        plan = _search_kept(problem, size, kept, pins, 0)
+        if plan is None and any(pin is not None for pin in pins.values()):
+            # Keeping every placement can block all layouts (say, new nodes would be left with
+            # nothing to hold): lay the kept nodes out afresh, still counting each lost service.
+            plan = _search_kept(problem, size, kept, fresh, 0)
+    return plan
+
+
+def _search_kept(problem, size, kept, pins, more):
     units = problem.units
-    if any(unit.lo > size for unit in units):
-        return None
+    pinned = [0] * len(units)
+    for node in kept:
+        for i in pins[node["id"]] or ():
+            pinned[i] += 1
     capped = [unit.hi is not None and unit.hi < size for unit in units]
-    pools = _pools(problem, size, capped)
-    need = [unit.lo for unit in units]
-    cap = [unit.hi if capped[i] else unit.lo for i, unit in enumerate(units)]
-    _skip_units_the_filler_covers(pools, size, capped, need, cap)
-    removal = _weights(problem, size)[2]
-    best, back = _walk(pools, size, capped, need, cap, removal)
-    if best is None:
+    need = [max(0, unit.lo - pinned[i]) for i, unit in enumerate(units)]
+    cap = [unit.hi - pinned[i] if capped[i] else need[i] for i, unit in enumerate(units)]
+    pools = _pools(problem, size - len(kept) + more, kept, pins)
+    _prepare(pools, capped, set())
+    later = _placed_later(problem, pools, kept, pins, capped, cap)
+    for excluded in ([later, set()] if later else [set()]):
+        plan = _solve(pools, size, units, capped, list(need), list(cap), excluded, more)
+        if plan is not None and excluded:
+            plan = _place_later(plan, {i: cap[i] for i in excluded})
+            if plan is None:
+                continue  # not enough free nodes to take them: search with them included
+        return plan
+    return None
+
+
+def _placed_later(problem, pools, kept, pins, capped, cap):
+    # A capped unit that a free node takes at no extra cost is best at its maximum, wherever
+    # its copies sit. So the search can leave it out and put it on free nodes afterwards, which
+    # keeps it out of the state. Only safe when common services keep every node non-empty, and
+    # when no node laid out afresh holds it now (moving it would lose a kept service).
+    if not problem.common:
+        return set()
+    fresh = set().union(*(set(n["services"]) for n in kept if pins[n["id"]] is None))
+    return {i for i, unit in enumerate(problem.units)
+            if capped[i] and cap[i] > 0 and not set(unit.services) & fresh
+            and any(pool.supply and _upgrade(pool, {i}) for pool in pools)}
+
+
+def _solve(pools, size, units, capped, need, cap, excluded, more):
+    for i in excluded:
+        need[i] = cap[i] = 0
+    _prepare(pools, capped, excluded)
+    _skip_units_the_filler_covers(pools, size, units, capped, need, cap)
+    found = _walk(pools, capped, need, cap, more)
+    if found is None:
         return None
-    _, state, keep = best
-    structural = []
-    while back[state] is not None:
-        state, pool_index, kind = back[state]
-        structural.append((pool_index, kind))
-    structural.reverse()
-    return _Solution(pools, structural, keep)
+    return _Plan(pools, found, [[] for _ in pools])
 
 
-def _skip_units_the_filler_covers(pools, size, capped, need, cap):
-    # An uncapped unit held by every pool's free kind gets one copy per filler node. If the filler
-    # nodes are sure to be enough, the unit needs no place in the state.
-    free = [pool.free for pool in pools if pool.free is not None]
-    if not free:
+def _skip_units_the_filler_covers(pools, size, units, capped, need, cap):
+    # An uncapped unit held by every pool's free kind is on every free node. If there are sure
+    # to be enough free nodes for its minimum, it needs no place in the state.
+    free = [pool.free for pool in pools if pool.supply and pool.free is not None]
+    if len(free) < sum(1 for pool in pools if pool.supply):
         return
     covered = [i for i in range(len(need)) if not capped[i] and need[i] > 0
                and all(i in kind.units for kind in free)]
     rest = sum(cap[i] for i in range(len(cap)) if i not in covered)
-    if covered and size - rest >= max(need[i] for i in covered):
+    if covered and size - rest >= max(units[i].lo for i in covered):
         for i in covered:
             need[i] = cap[i] = 0
 
 
-def _walk(pools, size, capped, need, cap, removal):
-    """Dynamic programme over (capped counts, nodes used per pool), one structural node a step."""
+def _walk(pools, capped, need, cap, more):
+    """Dynamic programme over capped counts (and nodes removed so far), one pool after another;
+    per pool, structural nodes are added one at a time and its other nodes take its free kind."""
     m = len(need)
-    start = (0,) * (m + len(pools))
-    layers = [dict() for _ in range(sum(cap) + 1)]
-    layers[0][start] = 0
-    back = {start: None}
+    layer = {(0,) * (m + 1): 0}
+    steps = []
+    for pool in pools:
+        layer, history, ends = _pool_step(layer, pool, capped, cap, more)
+        steps.append((history, ends))
     best = None
-    for level, layer in enumerate(layers):
-        for state, value in layer.items():
-            if all(state[i] >= need[i] for i in range(m)):
-                fill = _fill(pools, state[m:], size, removal)
-                if fill is not None and (best is None or value + fill[0] < best[0]):
-                    best = (value + fill[0], state, fill[1])
-            if sum(state[m:]) >= size:
-                continue
-            for p, pool in enumerate(pools):
-                if state[m + p] >= pool.supply:
+    for state, value in layer.items():
+        if state[m] == more and all(state[i] >= need[i] for i in range(m)) and \
+                (best is None or value < best[0]):
+            best = (value, state)
+    if best is None:
+        return None
+    state, structural = best[1], []
+    for history, ends in reversed(steps):
+        kinds = []
+        for level in range(ends[state], 0, -1):
+            state, kind = history[level][state][1]
+            kinds.append(kind)
+        structural.append(kinds[::-1])
+    return structural[::-1]
+
+
+def _pool_step(layer, pool, capped, cap, more):
+    """Extend every state by this pool's nodes. Values count each structural node relative to
+    the free kind it replaces, so a state reached with fewer structural nodes compares fairly.
+    A removed node is a step with kind None."""
+    free_key = pool.free.key if pool.free is not None else 0
+    removable = pool.hardwaretype is not None and more
+    frontier = {state: (value, None) for state, value in layer.items()}
+    history = [frontier]
+    out, ends = {}, {}
+    used = 0
+    while True:
+        for state, (value, _) in frontier.items():
+            if pool.free is None and used < pool.supply:
+                continue  # without a free kind every node of the pool must be structural
+            total = value + pool.supply * free_key
+            if state not in out or total < out[state]:
+                out[state], ends[state] = total, used
+        if used == pool.supply or not frontier:
+            break
+        nxt = {}
+        for state, (value, _) in frontier.items():
+            moves = [(_advance(state, kind.adds, capped, cap), kind) for kind in pool.kinds]
+            if removable and state[-1] < more:
+                moves.append((state[:-1] + (state[-1] + 1,), None))
+            for target, kind in moves:
+                if target is None:
                     continue
-                for kind in pool.kinds:
-                    nxt = _advance(state, kind.units, capped, cap)
-                    if nxt is None:
-                        continue
-                    counts, step = nxt
-                    counts[m + p] += 1
-                    target = tuple(counts)
-                    total = value + kind.key
-                    bucket = layers[level + step]
-                    if target not in bucket or total < bucket[target]:
-                        bucket[target] = total
-                        back[target] = (state, p, kind)
-    return best, back
+                total = value + (kind.key if kind else pool.removal) - free_key
+                if target not in nxt or total < nxt[target][0]:
+                    nxt[target] = (total, (state, kind))
+        frontier = nxt
+        history.append(frontier)
+        used += 1
+    return out, history, ends
 
 
 def _advance(state, units, capped, cap):
-    """Counts after one more node holding ``units``, and how much progress that is."""
+    """The state after one more node holding ``units``, or None if that breaks a maximum or
+    changes nothing (such a node is a free one)."""
     counts = list(state)
-    step = 0
+    moved = False
     for i in units:
         if counts[i] < cap[i]:
             counts[i] += 1
-            step += 1
+            moved = True
         elif capped[i]:
             return None
-    return (counts, step) if step else None
+    return tuple(counts) if moved else None
 
 
-def _fill(pools, used, size, removal):
-    """Cost of the non-structural nodes: keep current nodes first (cheapest), then add new ones."""
-    slots = size - sum(used)
-    if slots < 0:
-        return None
-    value = 0
-    keep = [0] * len(pools)
-    candidates = []
-    for p, pool in enumerate(pools[1:], start=1):
-        spare = pool.supply - used[p]
-        if pool.free is None:
-            value += spare * removal
-        else:
-            candidates.append((pool.free.key, p, spare))
-    for key, p, spare in sorted(candidates):
-        kept = min(spare, slots)
-        keep[p] = kept
-        value += kept * key + (spare - kept) * removal
-        slots -= kept
-    if slots:
-        if pools[0].free is None:
+def _place_later(plan, amounts):
+    """Put the left-out capped units on free nodes, packing compatible ones together."""
+    spare = [pool.supply - len(kinds) for pool, kinds in zip(plan.pools, plan.structural)]
+    order = [len(plan.pools) - 1] + list(range(len(plan.pools) - 1))  # new nodes first
+    groups = []  # [pool index, frozenset of added units, count]
+    for unit in sorted(amounts):
+        left = amounts[unit]
+        for group in list(groups):
+            p, added, count = group
+            if left and count and unit not in added and _upgrade(plan.pools[p], added | {unit}):
+                moved = min(count, left)
+                group[2] -= moved
+                groups.append([p, added | {unit}, moved])
+                left -= moved
+        for p in order:
+            if left and spare[p] and _upgrade(plan.pools[p], {unit}):
+                moved = min(spare[p], left)
+                spare[p] -= moved
+                groups.append([p, frozenset({unit}), moved])
+                left -= moved
+        if left:
             return None
-        keep[0] = slots
-        value += slots * pools[0].free.key
-    return value, keep
+    for p, added, count in groups:
+        if count:
+            plan.upgrades[p].append((_upgrade(plan.pools[p], added), count))
+    return plan
+
+
+def _upgrade(pool, added):
+    """The pool's free kind plus ``added`` units, if that is valid at the same hardware cost and
+    moves no service that runs elsewhere."""
+    if pool.free is None:
+        return None
+    kind = pool.every.get(tuple(sorted(set(pool.free.units) | set(added))))
+    if kind is None or (kind.cost, kind.moved) != (pool.free.cost, pool.free.moved):
+        return None
+    return kind
 
 
 # ----- building the Layout --------------------------------------------------------------------
 
 
-def _layout(problem, solution):
-    per_pool = [[] for _ in solution.pools]
-    for p, kind in solution.structural:
-        per_pool[p].append(kind)
-    for p, pool in enumerate(solution.pools):
-        per_pool[p].extend([pool.free] * solution.keep[p])
-    assigned = {}
-    removed = []
-    for p, pool in enumerate(solution.pools[1:], start=1):
-        kinds = sorted(per_pool[p], key=lambda k: (k.key, k.services))
-        for node, kind in zip(pool.nodes, kinds + [None] * (len(pool.nodes) - len(kinds))):
-            if kind is None:
-                removed.append(node["id"])
-            else:
-                assigned[node["id"]] = kind
-    nodes, changed = [], []
+def _layout(problem, plan):
+    nodes, changed, assigned = [], [], {}
+    new_kinds = []
+    for pool, structural, upgrades in zip(plan.pools, plan.structural, plan.upgrades):
+        kinds = sorted((k for k in structural if k), key=lambda k: (k.key, k.services))
+        kinds += [kind for kind, count in upgrades for _ in range(count)]
+        kinds += [pool.free] * (pool.supply - len(structural) - sum(c for _, c in upgrades))
+        if pool.hardwaretype is None:
+            new_kinds = kinds
+        for node, kind in zip(pool.nodes, kinds):  # removed ones are the last of the pool
+            assigned[node["id"]] = kind
     for node in problem.current:
         kind = assigned.get(node["id"])
-        if kind is None:
-            continue
-        nodes.append(_node(node["id"], kind))
-        if set(kind.services) != set(node["services"]):
-            changed.append(node["id"])
-    new = sorted(per_pool[0], key=lambda k: (k.services, k.hardwaretype, k.imagetype))
-    nodes.extend(_node(None, kind) for kind in new)
-    total = sum(Fraction(problem.costs.get(n["hardwaretype"], 0), problem.scale) for n in nodes)
-    used_hardware = {n["hardwaretype"] for n in nodes}
+        if kind is not None:
+            nodes.append(_node(node["id"], kind))
+            if set(kind.services) != set(node["services"]):
+                changed.append(node["id"])
+    new_kinds.sort(key=lambda k: (k.services, k.hardwaretype, k.imagetype))
+    nodes.extend(_node(None, kind) for kind in new_kinds)
+    total = Fraction(sum(problem.costs.get(n["hardwaretype"], 0) for n in nodes), problem.scale)
     return Layout(nodes=nodes, cost=float(total), provider=problem.provider,
-                  services=list(problem.services), added=len(new), removed=removed,
+                  services=list(problem.services), added=len(new_kinds),
+                  removed=[n["id"] for n in problem.current if n["id"] not in assigned],
                   changed=changed,
                   hardware_costs={h: float(Fraction(problem.costs.get(h, 0), problem.scale))
-                                  for h in sorted(used_hardware)})
+                                  for h in sorted({n["hardwaretype"] for n in nodes})})
 
 
 def _node(node_id, kind):
