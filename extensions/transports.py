@@ -407,3 +407,95 @@ class SSHTransport(Transport):
             if self._client:
                 self._client.close()
             self._client = None
+
+
+class DockerExecTransport(Transport):
+    """Runs commands in a container with ``docker exec`` through the docker SDK.
+
+    ``client`` is a ``docker.DockerClient`` (this module does not import the SDK). Output goes to
+    files inside the container rather than to the exec stream, so a daemon started by a command
+    cannot keep ``run`` waiting; a small fixed ``sh`` script does the plumbing and the argv is
+    passed to it as positional arguments, never pasted into it. Relative paths are under ``home``.
+    """
+
+    #: $1: scratch directory, $2: "1" to change to $3 first; the command follows.
+    WRAPPER = (
+        'd=$1; shift; if [ "$1" = 1 ]; then cd -- "$2" || exit 126; fi; shift 2; '
+        'i=/dev/null; [ -f "$d/in" ] && i="$d/in"; '
+        '"$@" <"$i" >"$d/out" 2>"$d/err"; r=$?; '
+        f'tail -c {OUTPUT_LIMIT} "$d/out"; tail -c {OUTPUT_LIMIT} "$d/err" >&2; '
+        'rm -rf -- "$d"; exit $r'
+    )
+
+    def __init__(self, client, container_id, user=None, home="/root", workdir=".shoal"):
+        self.client = client
+        self.container_id = container_id
+        self.user = user or ""
+        self.home = home
+        self.workdir = posixpath.join(home, workdir)
+
+    def _path(self, path):
+        return posixpath.join(self.home, os.fspath(path))  # an absolute path stays as it is
+
+    def _container(self):
+        import docker.errors  # the SDK is there whenever a client was handed in
+
+        try:
+            return self.client.containers.get(self.container_id)
+        except docker.errors.NotFound:
+            raise TransportError(f"container {self.container_id[:12]} is gone") from None
+        except docker.errors.DockerException as exc:
+            raise TransportError(f"cannot reach container {self.container_id[:12]}: {exc}") from exc
+
+    def _exec(self, container, argv, env=None):
+        import docker.errors
+
+        try:
+            code, (out, err) = container.exec_run(argv, environment=env or None, user=self.user,
+                                                  demux=True)
+        except docker.errors.DockerException as exc:
+            raise TransportError(f"cannot exec in container {self.container_id[:12]}: {exc}") \
+                from exc
+        return code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8",
+                                                                                    "replace")
+
+    def _put_archive(self, container, directory, name, data, mode):
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        if not container.put_archive(directory, buffer.getvalue()):
+            raise TransportError(f"cannot write {directory}/{name} in container "
+                                 f"{self.container_id[:12]}")
+
+    def run(self, argv, env=None, stdin=None, cwd=None):
+        argv = check_argv(argv)
+        env = check_env(env)
+        container = self._container()
+        scratch = f".shoal-exec-{uuid.uuid4().hex}"
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+        if stdin:
+            self._put_archive(container, "/tmp", f"{scratch}/in", stdin, 0o600)
+        where = ["1", self._path(cwd)] if cwd is not None else ["0", ""]
+        code, out, err = self._exec(
+            container, ["sh", "-c", "umask 077; mkdir -p \"$1\" && " + self.WRAPPER, "sh",
+                        f"/tmp/{scratch}", *where, *argv], env)
+        if code is None:
+            raise TransportError(f"lost the command in container {self.container_id[:12]}")
+        return ActionResult(code, out, err)
+
+    def put(self, path, data, mode=0o644):
+        target = self._path(path)
+        container = self._container()
+        directory, name = posixpath.split(target)
+        code, _, err = self._exec(container, ["mkdir", "-p", "--", directory])
+        if code != 0:
+            raise TransportError(f"cannot make {directory} in container "
+                                 f"{self.container_id[:12]}: {err.strip()}")
+        self._put_archive(container, directory, name, data, mode)
+        return target

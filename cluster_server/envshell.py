@@ -1,0 +1,129 @@
+"""The environment shell of a cluster: a container with a cloud CLI, the cluster's credentials
+read-only, an ssh config that reaches every node by id and hostname, and the inventory.
+
+The server prepares everything here and creates the container (not started); the CLI attaches
+to it, starts it and removes it when it exits. Nothing the user types is pasted into a shell
+string: ``shoal cluster exec`` gives an argv, and the isolation is the container.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+
+from cluster_server import operations, plugins
+from cluster_server.errors import Conflict, ValidationError
+
+MOUNT = "/run/shoal"  # where the generated files appear in the container
+DEFAULT_CLI = {"aws": "aws", "gcp": "gcloud"}  # provider type -> CLI image; others: aws
+
+
+def inventory(cluster, nodes):
+    """The cluster as the shell sees it: every live node with its address and SSH endpoint."""
+    items = []
+    for node in nodes:
+        resource = node["facts"].get("resource") or {}
+        ssh = resource.get("ssh") or {}
+        items.append({"id": node["id"], "hostname": resource.get("hostname") or node["hostname"],
+                      "status": node["status"], "services": node["services"],
+                      "address": (resource.get("addresses") or {}).get("access_v4", ""),
+                      "ssh": {k: ssh[k] for k in ("host", "port", "user") if ssh.get(k)}})
+    return {"cluster": {"id": cluster["id"], "name": cluster["name"],
+                        "status": cluster["status"], "provider": cluster["provider"]},
+            "nodes": items}
+
+
+def _key_path(path):
+    return f"{MOUNT}/keys/{hashlib.sha256(path.encode()).hexdigest()[:12]}"
+
+
+def ssh_files(nodes):
+    """``(ssh config, known_hosts, {host key file: path in the container}, network)``.
+
+    Container nodes on a cluster network are reached at their address there, port 22, and the
+    shell joins that network; other nodes at their SSH endpoint, with host networking (the
+    endpoints of the docker and ssh providers are on loopback).
+    """
+    config, known, keys, networks = [], [], {}, set()
+    for node in nodes:
+        resource = node["facts"].get("resource") or {}
+        ssh, extra = resource.get("ssh") or {}, resource.get("extra") or {}
+        if not ssh.get("host_key"):
+            config.append(f"# {node['id']}: no SSH endpoint known\n")
+            continue
+        if extra.get("network") and extra.get("address"):
+            host, port = extra["address"], 22
+            networks.add(extra["network"])
+        else:
+            host, port = ssh["host"], ssh.get("port") or 22
+            networks.add("host")
+        names = [node["id"]]
+        hostname = resource.get("hostname") or node["hostname"]
+        if hostname and hostname not in names:
+            names.append(hostname)
+        lines = [f"Host {' '.join(names)}", f"    HostName {host}", f"    Port {int(port)}",
+                 f"    User {ssh.get('user') or 'root'}", f"    HostKeyAlias {node['id']}",
+                 "    StrictHostKeyChecking yes", f"    UserKnownHostsFile {MOUNT}/known_hosts",
+                 "    IdentitiesOnly yes", "    LogLevel ERROR"]
+        if ssh.get("key_file"):
+            keys[ssh["key_file"]] = _key_path(ssh["key_file"])
+            lines.append(f"    IdentityFile {keys[ssh['key_file']]}")
+        config.append("\n".join(lines) + "\n")
+        known.append(f"{node['id']} {' '.join(ssh['host_key'].split()[:2])}\n")
+    if len(networks) > 1:
+        raise Conflict("the cluster's nodes are on different networks "
+                       f"({', '.join(sorted(networks))}); one shell cannot reach them all")
+    return "\n".join(config), "".join(known), keys, (networks.pop() if networks else "host")
+
+
+def _write(path, text, mode=0o600):
+    tmp = f"{path}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def prepare(store, home, tenant, name, command=None, tty=True, cli=None):
+    """Create the shell's container for cluster ``name``; return what the CLI needs to attach.
+
+    ``command`` (an argv list) runs instead of an interactive shell.
+    """
+    if command is not None and (not isinstance(command, list) or not command
+                                or not all(isinstance(a, str) for a in command)):
+        raise ValidationError("command must be a non-empty list of strings (an argv)",
+                              {"field": "command"})
+    cluster = operations.get_cluster(store, tenant, name)
+    nodes = operations.node_rows(store, cluster["id"])
+    cli = cli or DEFAULT_CLI.get(cluster["spec"]["provider"].get("providertype"), "aws")
+
+    folder = os.path.join(os.fspath(home), "shell", cluster["id"])
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    data = inventory(cluster, nodes)
+    config, known, keys, network = ssh_files(nodes)
+    _write(os.path.join(folder, "inventory.json"), json.dumps(data, indent=2) + "\n")
+    _write(os.path.join(folder, "ssh_config"), config)
+    _write(os.path.join(folder, "known_hosts"), known)
+    mounts = {os.path.join(folder, "inventory.json"): f"{MOUNT}/inventory.json",
+              os.path.join(folder, "ssh_config"): "/etc/ssh/ssh_config.d/shoal.conf",
+              os.path.join(folder, "known_hosts"): f"{MOUNT}/known_hosts", **keys}
+
+    automator = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, "docker-cli")(home)
+    image, _ = automator.image(cli)
+    credentials, target, env = automator.credentials(cli)
+    if credentials:
+        mounts[credentials] = target
+    env.update({
+        "SHOAL_CLUSTER": cluster["name"], "SHOAL_CLUSTER_ID": cluster["id"],
+        "SHOAL_INVENTORY": json.dumps(data, separators=(",", ":")),
+        "SHOAL_INVENTORY_FILE": f"{MOUNT}/inventory.json",
+        "SHOAL_NODES": " ".join(n["id"] for n in nodes),
+        "debian_chroot": f"shoal:{cluster['name']}",  # Debian's bash prompt shows it
+    })
+    argv = command or ["bash"]  # not a login shell: /etc/profile would reset PATH
+    container = automator.create_container(
+        image, argv, env=env, mounts=mounts, network=network, tty=bool(tty),
+        labels={"shoal.cluster": cluster["id"], "shoal.role": "shell"},
+        hostname=f"shoal-{cluster['name']}"[:63])
+    return {"container": container.id, "docker_host": automator.engine_url(),
+            "image": image, "cli": cli, "network": network, "tty": bool(tty),
+            "command": shlex.join(argv), "inventory": data}
