@@ -50,9 +50,9 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
 
-    from cluster_server.api import catalog, clusters, meta, resources
+    from cluster_server.api import catalog, clusters, envshell, meta, resources
 
-    for module in (meta, catalog, clusters, resources):
+    for module in (meta, catalog, clusters, resources, envshell):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     @app.before_request
