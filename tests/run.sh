@@ -20,6 +20,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 mkdir -p /run/sshd 2>/dev/null || true
 
+if [ "$(id -u)" -eq 0 ]; then podman_env="$(bash tests/podman.sh)"; export "${podman_env##*$'\n'}"; fi
 venv="${SHOAL_VENV:-$here/.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip

@@ -203,6 +203,10 @@ class DockerCLIAutomator(Automator):
     def credentials(self, cli, path=None):
         """``(host file or None, mount target, env)`` for the CLI's credentials."""
         sources, usual, target, variables = CREDENTIALS.get(cli, ((), "", "", ()))
+        chosen = self._setup_choice(cli)  # what `shoal setup aws|gcp` recorded
+        extra = {"AWS_PROFILE": chosen["profile"]} if chosen.get("profile") else {}
+        if not path:
+            path = chosen.get("credentials_file")
         if not path:
             path = next((os.environ[v] for v in sources if os.environ.get(v)), None)
             if not path and usual and os.path.isfile(os.path.expanduser(usual)):
@@ -214,7 +218,17 @@ class DockerCLIAutomator(Automator):
             raise AutomatorError(f"docker-cli: credentials file {path} does not exist",
                                  {"cli": cli, "credentials": path})
         target = target or f"/run/shoal/credentials/{cli}"
-        return path, target, {name: target for name in variables}
+        return path, target, {**extra, **{name: target for name in variables}}
+
+    def _setup_choice(self, cli):
+        """The choice recorded in SHOAL_HOME/clouds.json for the CLI's cloud (no secrets)."""
+        cloud = {"aws": "aws", "gcloud": "gcp"}.get(cli)
+        try:
+            with open(os.path.join(os.fspath(self.home), "clouds.json")) as f:
+                choice = json.load(f).get(cloud) if cloud else None
+        except (OSError, ValueError):
+            return {}
+        return choice if isinstance(choice, dict) else {}
 
     # -- containers -----------------------------------------------------------------------------
 
