@@ -136,7 +136,14 @@ class TaskRunner:
     def do_confirm(self, task, cluster, node, operation):
         provider = self.provider(cluster)
         cancelled = operation.get("cancelled", lambda: False)
-        info = NodeInfo.from_dict(node["facts"]["resource"])
+        facts = node["facts"]
+        if facts.get("replacing"):
+            # A crash came between deciding on a replacement and recording it: the replacement
+            # may exist already, and its token (same generation) finds it instead of making a
+            # second one that nothing would ever delete.
+            info = self._replacement(cluster, node, provider)
+        else:
+            info = NodeInfo.from_dict(facts["resource"])
         while True:
             info = self.poller.wait(provider, info, cancelled)
             if info.state == NodeState.RUNNING:
@@ -149,15 +156,22 @@ class TaskRunner:
                         info.resource_id, reason)
             if info.state != NodeState.GONE:
                 provider.delete(info)
-            generation = node["facts"].get("generation", 0) + 1
-            node["facts"]["generation"] = generation
-            self.save_facts(cluster["id"], node["id"], generation=generation)
-            attempts = node["facts"].get("replaced", 0) + 1
-            node["facts"]["replaced"] = attempts
-            if attempts > 3:
-                return TaskOutcome(False, f"node failed {attempts} times: {reason}", retry=False)
-            info = provider.create(self.node_spec(cluster, node))
-            self.save_facts(cluster["id"], node["id"], resource=info.to_dict(), replaced=attempts)
+            facts["replaced"] = facts.get("replaced", 0) + 1
+            if facts["replaced"] > 3:
+                self.save_facts(cluster["id"], node["id"], replaced=facts["replaced"])
+                return TaskOutcome(False, f"node failed {facts['replaced']} times: {reason}",
+                                   retry=False)
+            # The intent (a new generation, hence a new token) is stored before the create call.
+            facts["generation"] = facts.get("generation", 0) + 1
+            self.save_facts(cluster["id"], node["id"], generation=facts["generation"],
+                            replaced=facts["replaced"], replacing=True)
+            info = self._replacement(cluster, node, provider)
+
+    def _replacement(self, cluster, node, provider):
+        info = provider.create(self.node_spec(cluster, node))
+        self.save_facts(cluster["id"], node["id"], resource=info.to_dict(), replacing=False)
+        node["facts"]["resource"] = info.to_dict()
+        return info
 
     def do_bootstrap(self, task, cluster, node, operation):
         provider = self.provider(cluster)
