@@ -20,6 +20,7 @@ from cluster_server.resources import FileResourceStore
 LOG = logging.getLogger("shoal.engine")
 
 LIVE = ("RUNNING", "PAUSED", "CANCELLING", "ROLLING_BACK")
+CANCELLED_REASON = "cancelled"  # the error of an operation that was cancelled
 
 
 def settings_from_env():
@@ -86,26 +87,33 @@ class Engine:
         with self.lock:
             return self.controls.get(op_id)
 
+    # The status changes only from the states named: a pause or cancel that comes as the
+    # operation ends must not turn SUCCEEDED back into PAUSED, and one that comes during a
+    # rollback must not turn ROLLING_BACK into something a restart would resume as a forward
+    # run (a rollback is never paused or cancelled).
+
     def pause(self, op_id):
-        control = self.control(op_id)
-        if control:
-            control.paused = True
-            self.set_operation(op_id, "PAUSED")
-            control.poke()
+        return self._control(op_id, ("RUNNING",), "PAUSED", paused=True)
 
     def resume(self, op_id):
-        control = self.control(op_id)
-        if control:
-            control.paused = False
-            self.set_operation(op_id, "RUNNING")
-            control.poke()
+        return self._control(op_id, ("PAUSED",), "RUNNING", paused=False)
 
     def cancel(self, op_id):
+        return self._control(op_id, ("RUNNING", "PAUSED"), "CANCELLING", cancelled=True)
+
+    def _control(self, op_id, before, after, **flags):
         control = self.control(op_id)
-        if control:
-            control.cancelled = True
-            self.set_operation(op_id, "CANCELLING")
+        if control is None:
+            return False
+        with self.store.write() as db:
+            changed = db.execute(
+                f"UPDATE operations SET status = ? WHERE id = ? AND status IN"
+                f" ({','.join('?' * len(before))})", [after, op_id, *before]).rowcount
+        if changed:
+            for name, value in flags.items():
+                setattr(control, name, value)
             control.poke()
+        return bool(changed)
 
     # -- store helpers -------------------------------------------------------------------------
 
@@ -151,7 +159,12 @@ class Engine:
         op = self.operation(op_id)
         op["cancelled"] = lambda: control.cancelled
         if op["status"] == "ROLLING_BACK":
-            return self._rollback(op, control, "resumed rollback")
+            # The reason the rollback began is stored with it: a cancelled create that a
+            # restart finds half rolled back still ends CANCELLED, not FAILED.
+            reason = self.store.db.execute("SELECT error FROM operations WHERE id = ?",
+                                           [op_id]).fetchone()[0] or "resumed rollback"
+            control.cancelled = control.cancelled or reason == CANCELLED_REASON
+            return self._rollback(op, control, reason)
         self.event(op, f"{op['kind']} started")
         ok, failed = self.executor.run(op, control)
         if self.stopping:
@@ -159,7 +172,7 @@ class Engine:
         if ok:
             self._succeed(op)
             return
-        reason = "cancelled" if control.cancelled else self._failure(failed)
+        reason = CANCELLED_REASON if control.cancelled else self._failure(failed)
         self.event(op, f"{op['kind']} failed: {reason}")
         if op["kind"] == "create" and not op["params"].get("keep_on_failure"):
             self._rollback(op, control, reason)
