@@ -218,3 +218,44 @@ def test_environment_shell_reaches_every_node(shoal, docker_client, aws_image, t
     assert labelled(docker_client, role="shell", cluster=cluster["id"])[0] == []
     shoal.run("cluster", "delete", "env", "--wait")
     assert labelled(docker_client, cluster=cluster["id"]) == ([], [])
+
+
+def test_environment_shell_reaches_ssh_nodes_on_loopback(tmp_path, docker_client,  # noqa: F811
+                                                         aws_image):
+    """SSH-provider nodes listen on loopback: the shell container uses host networking."""
+    from tests.sshd import SSHHost
+
+    hosts = [SSHHost(address=f"127.0.0.{n}") for n in (5, 6)]
+    client = Shoal(tmp_path / "home", retries=0)
+    try:
+        for host in hosts:
+            host.start()
+        client.run("server", "start")
+        catalog = tmp_path / "catalog"
+        entries = {
+            "providers/onprem.json": {"name": "onprem", "providertype": "ssh", "provisioner": {
+                "hosts": json.dumps([h.host_entry for h in hosts])}},
+            "hardwaretypes/box.json": {"name": "box", "providermap": {"onprem": {"flavor": "b"}}},
+            "imagetypes/os.json": {"name": "os", "providermap": {"onprem": {"image": "os"}}},
+            "services/noop.json": {"name": "noop", "provisioner": {"actions": {
+                "install": {"type": "shell", "fields": {"command": ["true"]}}}}},
+            "clustertemplates/farm.json": {"name": "farm", "defaults": {
+                "services": ["noop"], "provider": "onprem", "hardwaretype": "box",
+                "imagetype": "os"}},
+        }
+        for path, body in entries.items():
+            (catalog / path).parent.mkdir(parents=True, exist_ok=True)
+            (catalog / path).write_text(json.dumps(body))
+        client.run("catalog", "import", catalog)
+        client.run("cluster", "create", "farm", "--template", "farm", "--size", "2", "--wait")
+        for node in client.json("cluster", "show", "farm")["nodes"]:
+            # The sshd hosts share this machine: their `hostname` is ours; where ssh landed
+            # shows in SSH_CONNECTION (the server's address is the node's).
+            result = client.run("cluster", "exec", "farm", "--", "ssh", node["id"], "printenv",
+                                "SSH_CONNECTION")
+            assert result.stdout.split()[2] == node["address"]
+        client.run("cluster", "delete", "farm", "--wait")
+    finally:
+        client.run("server", "stop", check=False)
+        for host in hosts:
+            host.close()
