@@ -1,0 +1,197 @@
+"""EC2 on loopback for tests: moto's server mode, and a proxy in front of it that counts calls
+and injects faults.
+
+``moto_server()`` runs ``ThreadedMotoServer`` on 127.0.0.1 and a free port: real HTTP, spoken to
+by real boto3 clients. ``EC2Proxy`` forwards every request to it unchanged, except where a test
+asks otherwise: fail the Nth call of an action, hold its response back (a slow cloud, or a
+window to kill the Shoal server in), or keep new instances "pending" for some polls.
+"""
+
+import collections
+import contextlib
+import http.client
+import http.server
+import logging
+import re
+import threading
+import time
+import urllib.parse
+
+import boto3
+
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "AKIDSHOALTEST", "aws_secret_access_key": "shoal-test-secret"}
+
+_INSTANCE_STATE = re.compile(
+    r"<instanceId>(i-[0-9a-f]+)</instanceId>((?:(?!<instanceId>).)*?)"
+    r"<instanceState><code>16</code><name>running</name></instanceState>", re.S)
+
+
+@contextlib.contextmanager
+def moto_server():
+    """The URL of a moto server on 127.0.0.1 (its state lives in this process)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def ec2_client(url, region=REGION):
+    return boto3.client("ec2", region_name=region, endpoint_url=url, **CREDENTIALS)
+
+
+def leftovers(url, cluster_id=None, region=REGION):
+    """What exists for ``cluster_id`` (or for any Shoal cluster): live instances, security
+    groups and key pairs, by listing them in the emulator."""
+    ec2 = ec2_client(url, region)
+    tag = [{"Name": "tag:shoal:cluster", "Values": [cluster_id]}] if cluster_id else [
+        {"Name": "tag-key", "Values": ["shoal:cluster"]}]
+    live = ["pending", "running", "shutting-down", "stopping", "stopped"]
+    instances = [i["InstanceId"] for r in ec2.describe_instances(
+        Filters=tag + [{"Name": "instance-state-name", "Values": live}])["Reservations"]
+        for i in r["Instances"]]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=tag)["SecurityGroups"]]
+    keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=tag)["KeyPairs"]]
+    return {"instances": instances, "security_groups": groups, "key_pairs": keys}
+
+
+def error_xml(code, message):
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}'
+            f"</Code><Message>{message}</Message></Error></Errors>"
+            "<RequestID>shoal-fault</RequestID></Response>").encode()
+
+
+class EC2Proxy:
+    """A loopback HTTP server forwarding to ``upstream`` (moto), with counters and faults."""
+
+    def __init__(self, upstream):
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.calls = collections.Counter()  # action -> calls seen
+        self.lock = threading.Lock()
+        self.failures = {}  # action -> {call number: (code, message)}
+        self.delays = {}  # action -> seconds to hold the response after forwarding
+        self.pending_polls = 0  # new instances look "pending" in this many DescribeInstances
+        self.slow = {}  # instance id -> its own pending_polls
+        self.seen = collections.Counter()  # instance id -> DescribeInstances it appeared in
+        self.hooks = collections.defaultdict(list)  # action -> fn(params, response body)
+        self.log = []  # (action, params) of every call, in order
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, headers, reply = proxy.handle(self.path, dict(self.headers), body)
+                try:
+                    self.send_response(status)
+                    for name, value in headers:
+                        if name.lower() not in ("content-length", "connection",
+                                                "transfer-encoding", "server", "date"):
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except OSError:
+                    pass  # the client is gone (a killed Shoal server): the call happened anyway
+
+            do_GET = do_POST
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       name="ec2-proxy")
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- what tests set --------------------------------------------------------------------------
+
+    def fail(self, action, nth, code="InstanceLimitExceeded",
+             message="Your quota allows for 0 more running instance(s)."):
+        """The ``nth`` call of ``action`` (counting from now) fails with an EC2 error."""
+        with self.lock:
+            self.failures.setdefault(action, {})[self.calls[action] + nth] = (code, message)
+
+    def on(self, action, fn):
+        self.hooks[action].append(fn)
+
+    # -- the proxy -------------------------------------------------------------------------------
+
+    def handle(self, path, headers, body):
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+        action = params.get("Action", "")
+        with self.lock:
+            self.calls[action] += 1
+            number = self.calls[action]
+            self.log.append((action, params))
+            fault = self.failures.get(action, {}).pop(number, None)
+        if fault:
+            return 400, [("Content-Type", "text/xml")], error_xml(*fault)
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=120)
+        try:
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+            status, reply, reply_headers = response.status, response.read(), response.getheaders()
+        finally:
+            conn.close()
+        if action == "DescribeInstances" and status == 200:
+            reply = self._hold_pending(reply)
+        for hook in self.hooks.get(action, []):
+            hook(params, reply)
+        time.sleep(self.delays.get(action, 0))
+        return status, reply_headers, reply
+
+    def _hold_pending(self, reply):
+        def rewrite(match):
+            instance_id = match.group(1)
+            with self.lock:
+                self.seen[instance_id] += 1
+                held = self.seen[instance_id] <= self.slow.get(instance_id, self.pending_polls)
+            if not held:
+                return match.group(0)
+            return (f"<instanceId>{instance_id}</instanceId>{match.group(2)}"
+                    "<instanceState><code>0</code><name>pending</name></instanceState>")
+
+        return _INSTANCE_STATE.sub(rewrite, reply.decode()).encode()
+
+
+def authorize_key_pairs(moto_url, authorized_keys):
+    """A RunInstances hook: put the launched key pair's public key in ``authorized_keys`` of a
+    local test sshd, as EC2 does on the instance at boot."""
+
+    def hook(params, reply):
+        name = params.get("KeyName")
+        if not name or b"<instancesSet>" not in reply:
+            return
+        pairs = ec2_client(moto_url).describe_key_pairs(KeyNames=[name],
+                                                        IncludePublicKey=True)["KeyPairs"]
+        line = pairs[0]["PublicKey"].strip() + "\n"
+        with open(authorized_keys, "a+") as f:
+            f.seek(0)
+            if line not in f.read():
+                f.write(line)
+
+    return hook
