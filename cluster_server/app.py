@@ -55,6 +55,10 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     for module in (meta, catalog, clusters, resources, envshell):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
+    from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp
+
+    app.register_blueprint(cloud_setup.bp, url_prefix="/api/v1")
+
     @app.before_request
     def check_token():
         sent = request.headers.get("Authorization", "")
