@@ -37,6 +37,11 @@ def _remove(api, container):
         api.remove_container(container, force=True, v=True)
 
 
+def _hang_up(signum, _frame):
+    """The terminal went away or we were told to stop: unwind, so the container is removed."""
+    raise SystemExit(128 + signum)
+
+
 def interactive(spec):
     """Attach this terminal to the prepared container, start it, return its exit code."""
     import termios
@@ -44,6 +49,8 @@ def interactive(spec):
 
     api = _engine(spec).api
     container = spec["container"]
+    signal.signal(signal.SIGHUP, _hang_up)
+    signal.signal(signal.SIGTERM, _hang_up)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin)
     previous = signal.getsignal(signal.SIGWINCH)
@@ -79,7 +86,8 @@ def interactive(spec):
                 raw.sendall(data)
         return api.wait(container).get("StatusCode", 1)
     finally:
-        termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
         _remove(api, container)
 
@@ -88,6 +96,8 @@ def run(spec):
     """Start the prepared container, stream its stdout and stderr here, return its exit code."""
     api = _engine(spec).api
     container = spec["container"]
+    signal.signal(signal.SIGHUP, _hang_up)
+    signal.signal(signal.SIGTERM, _hang_up)
     try:
         stream = api.attach(container, stdout=True, stderr=True, stream=True, demux=True)
         api.start(container)

@@ -140,9 +140,11 @@ class DockerProvider(Provider):
         return labels
 
     def _list(self, **labels):
-        """Containers of this home with the given labels: one list call, summaries only."""
+        """Node containers of this home with the given labels: one list call, summaries only.
+        (Shell and docker-cli containers carry other roles.)"""
+        labels.setdefault("role", "node")
         wanted = [f"{LABEL}.home={self.home_id}"]
-        wanted += [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+        wanted += [f"{LABEL}.{key}={value}" for key, value in labels.items() if value is not None]
         try:
             return self.client.containers.list(all=True, sparse=True,
                                                filters={"label": wanted})
@@ -201,7 +203,7 @@ class DockerProvider(Provider):
         self._ensure_image(image)
         network = self._ensure_network(spec.cluster_id)
         user = (spec.image or {}).get("sshuser") or self.config.get("ssh_user") or "root"
-        labels = self._labels(spec.cluster_id, node=spec.node_id, token=spec.token,
+        labels = self._labels(spec.cluster_id, role="node", node=spec.node_id, token=spec.token,
                               tenant=spec.tenant, user=user, access=self.access,
                               hostname=spec.hostname)
         name = f"shoal-{self.home_id[:8]}-{_UNSAFE.sub('_', spec.token)}"
@@ -364,6 +366,11 @@ class DockerProvider(Provider):
             raise ProviderError(f"provider '{self.name}': {len(left)} container(s) of cluster "
                                 f"{cluster_id} still exist; not removing its network")
         errors = self._errors()
+        # Shell or docker-cli containers of the cluster that outlived their caller (a killed
+        # terminal) may still sit on the network.
+        for other in self._list(cluster=cluster_id, role=None):
+            with contextlib.suppress(errors.NotFound):
+                self.client.api.remove_container(other.attrs["Id"], v=True, force=True)
         for network in self._networks(cluster_id):
             try:
                 self.client.api.remove_network(network.name)

@@ -88,6 +88,19 @@ def shoal(tmp_path, docker_client, credentials):  # noqa: F811
     client.run("catalog", "import", _catalog(tmp_path, credentials))
     yield client
     client.run("server", "stop")
+    _remove_leftovers(docker_client, client.home)
+
+
+def _remove_leftovers(docker_client, home):  # noqa: F811
+    """A failed test must not leave containers behind for the next one (tests assert on
+    their own clusters' labels; this only tidies up)."""
+    from extensions.providers.docker import home_label
+
+    containers, networks = labelled(docker_client, home=home_label(home))
+    for container in containers:
+        docker_client.api.remove_container(container.id, force=True, v=True)
+    for network in networks:
+        docker_client.api.remove_network(network.name)
 
 
 def _cluster_id(shoal, name):
@@ -257,5 +270,6 @@ def test_environment_shell_reaches_ssh_nodes_on_loopback(tmp_path, docker_client
         client.run("cluster", "delete", "farm", "--wait")
     finally:
         client.run("server", "stop", check=False)
+        _remove_leftovers(docker_client, client.home)
         for host in hosts:
             host.close()

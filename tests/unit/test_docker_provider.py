@@ -100,6 +100,19 @@ def test_delete_and_cleanup_remove_containers_network_and_key(provider, docker_c
     assert not key.exists()
 
 
+def test_cleanup_removes_shell_containers_left_on_the_network(provider, docker_client):  # noqa
+    info = provider.create(spec("c-left", "n1"))
+    shell = docker_client.containers.run(
+        BASE_IMAGE, ["sleep", "300"], detach=True, network=info.extra["network"],
+        labels={"shoal.home": provider.home_id, "shoal.cluster": "c-left",
+                "shoal.role": "shell"})
+    assert [i.resource_id for i in provider.find("c-left")] == [info.resource_id]
+    provider.delete(info)
+    provider.cleanup_cluster("c-left")
+    assert labelled(docker_client, cluster="c-left") == ([], [])
+    assert shell.id not in [c.id for c in docker_client.containers.list(all=True)]
+
+
 @pytest.fixture
 def node(provider):
     info = provider.create(spec("c-exec", "n1"))
