@@ -113,6 +113,20 @@ def test_cleanup_removes_shell_containers_left_on_the_network(provider, docker_c
     assert shell.id not in [c.id for c in docker_client.containers.list(all=True)]
 
 
+def test_delete_removes_the_container_volumes(provider, docker_client):  # noqa: F811
+    import io
+
+    image, _ = docker_client.images.build(
+        fileobj=io.BytesIO(f"FROM {BASE_IMAGE}\nVOLUME /data\n".encode()),
+        tag="localhost/shoal-test-volume:latest", rm=True)
+    info = provider.create(spec("c-vol", "n1", image="localhost/shoal-test-volume:latest"))
+    mounts = docker_client.api.inspect_container(info.resource_id)["Mounts"]
+    volumes = [m["Name"] for m in mounts if m.get("Type") == "volume"]
+    assert len(volumes) == 1
+    provider.delete(info)
+    assert volumes[0] not in [v.name for v in docker_client.volumes.list()]
+
+
 @pytest.fixture
 def node(provider):
     info = provider.create(spec("c-exec", "n1"))
