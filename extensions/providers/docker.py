@@ -197,7 +197,10 @@ class DockerProvider(Provider):
 
     def create(self, spec):
         found = self._list(token=spec.token)
-        if found:
+        if found:  # made before a crash; started too, unless the crash came in between
+            if found[0].attrs.get("State") == "created":
+                with contextlib.suppress(self._errors().DockerException):
+                    self.client.api.start(found[0].attrs["Id"])
             return self._info(found[0])
         image = (spec.image or {}).get("image") or DEFAULT_IMAGE
         self._ensure_image(image)

@@ -53,6 +53,24 @@ def test_create_is_idempotent_on_the_token(provider, docker_client):  # noqa: F8
     assert provider.create(spec("c-idem", "n1", 1)).resource_id != infos[0].resource_id
 
 
+def test_a_create_cut_short_before_start_is_finished_by_the_retry(provider, docker_client,  # noqa
+                                                                  monkeypatch):
+    import docker.models.containers
+
+    def crash(self, **kwargs):
+        raise SystemExit("the server was killed here")
+
+    monkeypatch.setattr(docker.models.containers.Container, "start", crash)
+    with pytest.raises(SystemExit):
+        provider.create(spec("c-crash", "n1"))
+    monkeypatch.undo()
+    (made,), _ = labelled(docker_client, cluster="c-crash")
+    assert made.attrs["State"] == "created"
+    info = provider.create(spec("c-crash", "n1"))
+    assert info.resource_id == made.id
+    wait_running(provider, [info])
+
+
 def test_describe_is_one_list_call_and_pins_host_keys(provider, monkeypatch):
     infos = [provider.create(spec("c-many", f"n{i}")) for i in range(3)]
     calls = []
