@@ -89,6 +89,9 @@ class ProviderPoller:
                     self.thread = None
                     return
                 infos = [ws[0].info for ws in self.waiters.values()]
+                # Cleared with the round's snapshot, not after it: a node added while describe
+                # runs must start the next round at once, not wait out the backoff.
+                self.wake.clear()
             try:
                 self.calls += 1
                 states = self.provider.describe(infos)
@@ -104,7 +107,6 @@ class ProviderPoller:
                             finished = True
             if finished:
                 delay = self.base
-            self.wake.clear()
             self.wake.wait(delay)
             if not self.wake.is_set():
                 delay = min(self.ceiling, delay * 2)

@@ -72,3 +72,21 @@ def test_a_failed_poll_is_not_a_failed_node():
 
     cloud.describe = flaky
     assert Poller(base=0.01).wait(cloud, NodeInfo(resource_id="n1")).state == NodeState.RUNNING
+
+
+def test_a_node_added_during_a_round_is_polled_at_once():
+    cloud = Cloud(rounds=1)
+    real, first_round = cloud.describe, threading.Event()
+
+    def slow(infos):
+        first_round.set()
+        threading.Event().wait(0.2)  # a slow describe call
+        return real(infos)
+
+    cloud.describe = slow
+    poller = Poller(base=30.0)
+    first = poller.watch(cloud, NodeInfo(resource_id="n1"))
+    first_round.wait(5)
+    second = poller.watch(cloud, NodeInfo(resource_id="n2"))  # arrives during that call
+    assert first.result(5).state == NodeState.RUNNING
+    assert second.result(5).state == NodeState.RUNNING  # not after a 30 s backoff
