@@ -2,16 +2,17 @@
 time per node, every state change in SQLite so a restarted server carries on.
 
 The executor knows nothing of providers or automators: it hands each ready task to a ``runner``
-(``runner.run(task, operation) -> TaskOutcome``) through a ``dispatch`` interface (``submit(fn)``
-returning a future). The default dispatch is a thread pool; a distributed one can replace it.
+(``runner.run(task, operation) -> TaskOutcome``) through a ``dispatch`` interface: ``submit(fn)``
+runs ``fn`` somewhere and ``fn`` hands the outcome back to the executor. The default dispatch is
+a pool of threads; a distributed one can replace it.
 """
 
-import concurrent.futures
 import dataclasses
 import heapq
 import json
 import logging
 import queue
+import threading
 import time
 
 LOG = logging.getLogger("shoal.executor")
@@ -37,17 +38,53 @@ class Settings:
 
 
 class ThreadDispatch:
-    """The default dispatch: a pool of worker threads shared by every running operation."""
+    """The default dispatch: worker threads shared by every running operation.
+
+    Plain threads reading one queue. A ThreadPoolExecutor costs a future, two locks and a
+    semaphore per task, more than the executor's own work on it (bench/executor.py). The
+    threads are daemons: a server that exits leaves the tasks it was running RUNNING in the
+    store, and its next start runs them again, as after a crash.
+    """
 
     def __init__(self, workers):
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
-                                                          thread_name_prefix="shoal-task")
+        self.workers = workers
+        self.queue = queue.SimpleQueue()
+        self.threads = 0
+        self.lock = threading.Lock()
 
     def submit(self, fn):
-        return self.pool.submit(fn)
+        """Run ``fn`` on a worker thread; ``fn`` hands back its result itself."""
+        self.queue.put(fn)
+        # One more thread per task until there are ``workers``: an operation has at most
+        # ``workers`` tasks in flight, so a lone operation never waits for a thread.
+        if self.threads < self.workers:
+            with self.lock:
+                if self.threads < self.workers:
+                    self.threads += 1
+                    threading.Thread(target=self._work, daemon=True,
+                                     name=f"shoal-task-{self.threads}").start()
+
+    def _work(self):
+        while True:
+            fn = self.queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:  # keep the thread: the pool must not shrink
+                LOG.exception("dispatched work crashed")
 
     def shutdown(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Drop what has not started and stop the threads once their current task ends."""
+        with self.lock:
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in range(self.threads):
+                self.queue.put(None)
+            self.threads = self.workers  # start no new thread after this
 
 
 class Control:
@@ -191,7 +228,9 @@ class Executor:
             batch = []
             if not control.paused:
                 # No more tasks handed out than there are workers: a task queued inside the
-                # dispatch could no longer be held back by a pause, a cancel or a failure.
+                # dispatch could no longer be held back by a pause, a cancel or a failure, and
+                # its started_at would be wrong. (Per operation: operations running at once
+                # can still queue behind each other in a shared dispatch.)
                 batch = state.take_ready(self.settings.workers - in_flight)
             # One transaction per wake-up: the results gathered so far, and the intent
             # (RUNNING) of every task about to start, committed before any of them starts.

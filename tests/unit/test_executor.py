@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cluster_server.executor import (JOIN, OUTPUT_LIMIT, Control, Executor, Settings,
-                                     TaskOutcome)
+                                     TaskOutcome, ThreadDispatch)
 from cluster_server.planner import TaskSpec, plan_change
 from cluster_server.store import Store
 
@@ -99,30 +99,31 @@ def executors():
         executor.dispatch.shutdown()
 
 
-def save_plan(store, specs, status=None):
+def save_plan(store, specs, status=None, op=OP):
     """Store a plan the way operations.py does; ``status`` presets some tasks (a resumed run)."""
     status = status or {}
     now = time.time()
+    cluster = f"c-{op}"
     with store.write() as db:
         db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
-                   " created_at, updated_at) VALUES ('c1', 'default', 'c', 't', 'p', 'CREATING',"
-                   " '{}', ?, ?)", [now, now])
+                   " created_at, updated_at) VALUES (?, 'default', ?, 't', 'p', 'CREATING',"
+                   " '{}', ?, ?)", [cluster, cluster, now, now])
         db.execute("INSERT INTO operations (id, cluster_id, kind, status, params, created_at)"
-                   " VALUES (?, 'c1', 'create', 'RUNNING', '{}', ?)", [OP, now])
+                   " VALUES (?, ?, 'create', 'RUNNING', '{}', ?)", [op, cluster, now])
         db.conn.executemany(
             "INSERT INTO tasks (id, operation_id, node_id, action, service, depends_on, status,"
             " seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(f"{OP}/{t.id}", OP, t.node_id or "", t.action, t.service,
-              json.dumps([f"{OP}/{d}" for d in t.depends_on]), status.get(t.id, "PENDING"), seq)
+            [(f"{op}/{t.id}", op, t.node_id or "", t.action, t.service,
+              json.dumps([f"{op}/{d}" for d in t.depends_on]), status.get(t.id, "PENDING"), seq)
              for seq, t in enumerate(specs)])
-    return {"id": OP, "cluster_id": "c1"}
+    return {"id": op, "cluster_id": cluster}
 
 
-def rows(store):
+def rows(store, op=OP):
     """Task id -> its row in the store."""
     result = {}
     for row in store.db.execute("SELECT id, status, attempts, output, started_at, finished_at"
-                                " FROM tasks WHERE operation_id = ?", [OP]):
+                                " FROM tasks WHERE operation_id = ?", [op]):
         result[row[0].split("/", 1)[1]] = {"status": row[1], "attempts": row[2],
                                            "output": row[3], "started_at": row[4],
                                            "finished_at": row[5]}
@@ -165,7 +166,7 @@ def test_a_planned_create_runs_every_task_after_its_predecessors(store, executor
              for i in range(1, 7)]
     specs = plan_change([], nodes, catalog)
     assert any(t.action == JOIN for t in specs)
-    runner = Runner(sleep={t.id: 0.002 for t in specs})
+    runner = Runner(sleep={t.id: 0.01 for t in specs})
     ok, failed = executors(store, runner).run(save_plan(store, specs))
     assert (ok, failed) == (True, None)
     # A task's real predecessors are its dependencies, looking through JOINs.
@@ -189,7 +190,7 @@ def test_a_planned_create_runs_every_task_after_its_predecessors(store, executor
 def test_never_two_actions_on_one_node_at_once(store, executors):
     # Twenty independent tasks over two nodes: the nodes work in parallel, each one at a time.
     specs = [task(f"{node}{i}", node) for node in "ab" for i in range(10)]
-    runner = Runner(sleep={t.id: 0.005 for t in specs})
+    runner = Runner(sleep={t.id: 0.02 for t in specs})
     ok, _ = executors(store, runner, workers=8).run(save_plan(store, specs))
     assert ok
     assert runner.node_max == {"a": 1, "b": 1}
@@ -197,21 +198,39 @@ def test_never_two_actions_on_one_node_at_once(store, executors):
 
 
 def test_no_stage_barriers(store, executors):
-    # b1 -> b2 -> b3 is a fast chain beside a slow unrelated task: with stages (every task of
-    # one depth before any of the next) b2 would wait for the slow one.
+    # b1 -> b2 -> b3 is a chain beside an unrelated task that lasts until b3 starts (at most
+    # 5 s). With stages (every task of one depth before any of the next), b2 would wait for it.
+    b3_started = threading.Event()
     specs = [task("slow", "a"), task("b1", "b"), task("b2", "b", "b1"), task("b3", "b", "b2")]
-    runner = Runner(sleep={"slow": 0.3, "b1": 0.01, "b2": 0.01, "b3": 0.01})
+    runner = Runner(on_start={"slow": lambda: b3_started.wait(5), "b3": b3_started.set})
     ok, _ = executors(store, runner).run(save_plan(store, specs))
     assert ok
-    assert runner.ended("b3") < runner.ended("slow")
+    assert runner.started("b3") < runner.ended("slow")
+    assert runner.ended("slow") - runner.started("slow") < 4
 
 
 def test_workers_bound_how_many_tasks_run_at_once(store, executors):
     specs = [task(f"t{i}", f"n{i}") for i in range(12)]
-    runner = Runner(sleep={t.id: 0.01 for t in specs})
+    runner = Runner(sleep={t.id: 0.03 for t in specs})
     ok, _ = executors(store, runner, workers=3).run(save_plan(store, specs))
     assert ok
     assert runner.max_active == 3
+
+
+def test_one_executor_runs_two_operations_at_once(store, executors):
+    # The engine shares one executor (and its threads) between every running operation.
+    specs = [task("a1", "a"), task("a2", "a", "a1"), task("b1", "b")]
+    both = threading.Barrier(2, timeout=5)  # each operation's b1 waits for the other's
+    runner = Runner(on_start={"b1": both.wait})
+    executor = executors(store, runner)
+    first = save_plan(store, specs, op="op-1")
+    second = save_plan(store, specs, op="op-2")
+    thread, result = run_in_thread(executor, second, Control())
+    assert executor.run(first) == (True, None)
+    thread.join(5)
+    assert result["value"] == (True, None)
+    for op in ("op-1", "op-2"):
+        assert {r["status"] for r in rows(store, op).values()} == {"SUCCEEDED"}
 
 
 def test_join_tasks_complete_once_their_predecessors_are_done(store, executors):
@@ -244,7 +263,17 @@ def test_a_failing_task_is_retried_with_growing_backoff(store, executors):
 def test_spent_retries_fail_the_run_and_leave_dependents_pending(store, executors):
     specs = [task("bad", "a"), task("child", "a", "bad"), task("grandchild", "c", "child"),
              task("slow", "b"), task("after-slow", "b", "slow")]
-    runner = Runner(fail={"bad": -1}, sleep={"slow": 0.2})
+    tries = []
+    last_try = threading.Event()
+
+    def bad_starts():
+        tries.append(1)
+        if len(tries) == 3:
+            last_try.set()
+
+    # "slow" is still running when "bad" fails for the last time.
+    runner = Runner(fail={"bad": -1}, sleep={"slow": 0.2},
+                    on_start={"bad": bad_starts, "slow": lambda: last_try.wait(5)})
     ok, failed = executors(store, runner, retries=2).run(save_plan(store, specs))
     assert (ok, failed) == (False, f"{OP}/bad")
     assert len(runner.attempts["bad"]) == 3
@@ -285,14 +314,15 @@ def test_a_runner_that_raises_fails_the_task_with_the_message(store, executors):
 
 def test_pause_starts_nothing_new_and_resume_carries_on(store, executors):
     control = Control()
-    paused = {}
+    paused = threading.Event()
 
     def pause():
         control.paused = True
-        paused["at"] = time.monotonic()
+        paused.set()
 
+    # a1 pauses the operation as it starts; b1, started with it, ends only after the pause.
     specs = [task("a1", "a"), task("a2", "a", "a1"), task("b1", "b"), task("b2", "b", "b1")]
-    runner = Runner(sleep={"a1": 0.02, "b1": 0.05}, on_start={"a1": pause})
+    runner = Runner(on_start={"a1": pause, "b1": lambda: paused.wait(5)})
     executor = executors(store, runner)
     thread, result = run_in_thread(executor, save_plan(store, specs), control)
     wait_for(lambda: "b1" in runner.attempts)
@@ -412,3 +442,23 @@ def test_intent_is_committed_before_a_task_runs(store, executors):
     ok, _ = executors(store, runner).run(save_plan(store, [task("a1", "a")]))
     assert ok
     assert seen["status"] == "RUNNING" and seen["started_at"]
+
+
+# --- the thread dispatch -----------------------------------------------------------------------
+
+def test_dispatch_survives_work_that_raises_and_shutdown_drops_what_has_not_started():
+    dispatch = ThreadDispatch(1)
+    ran = []
+    gate = threading.Event()
+
+    def crash():
+        raise RuntimeError("boom")
+
+    dispatch.submit(crash)
+    dispatch.submit(lambda: (ran.append("after crash"), gate.wait(5)))
+    wait_for(lambda: ran == ["after crash"])  # the one thread lived through the crash
+    dispatch.submit(lambda: ran.append("never"))
+    dispatch.shutdown()
+    gate.set()
+    time.sleep(0.05)
+    assert ran == ["after crash"]
