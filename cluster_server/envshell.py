@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shlex
+import uuid
 
 from cluster_server import operations, plugins
 from cluster_server.errors import Conflict, ValidationError
@@ -77,7 +78,7 @@ def ssh_files(nodes):
 
 
 def _write(path, text, mode=0o600):
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"  # two shells may be prepared at once
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
         f.write(text)
     os.replace(tmp, path)

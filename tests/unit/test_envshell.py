@@ -1,0 +1,72 @@
+"""The environment shell's ssh config and inventory (no engine needed), and its endpoint's
+input checks."""
+
+import pytest
+
+from cluster_server import envshell
+from cluster_server.errors import Conflict
+from tests.unit.test_api import api, assert_error_shape  # noqa: F401
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbCdEf shoal"
+
+
+def node(node_id, hostname, ssh=None, extra=None, address="10.89.0.2"):
+    resource = {"hostname": hostname, "addresses": {"access_v4": address},
+                "ssh": ssh or {}, "extra": extra or {}}
+    return {"id": node_id, "hostname": hostname, "status": "ACTIVE", "services": ["web"],
+            "facts": {"resource": resource}}
+
+
+def container(node_id, address):
+    return node(node_id, f"{node_id}.demo", address=address,
+                ssh={"host": "127.0.0.1", "port": 40000, "user": "root",
+                     "key_file": "/home/u/.shoal/keys/dock/c-1_ed25519", "host_key": KEY},
+                extra={"network": "shoal-net-c-1", "address": address})
+
+
+def test_container_nodes_are_reached_on_their_network():
+    nodes = [container("n1", "10.89.0.2"), container("n2", "10.89.0.3")]
+    config, known, keys, network = envshell.ssh_files(nodes)
+    assert network == "shoal-net-c-1"
+    assert "Host n1 n1.demo\n    HostName 10.89.0.2\n    Port 22\n    User root\n" in config
+    assert "HostKeyAlias n2" in config and "StrictHostKeyChecking yes" in config
+    assert known == f"n1 {KEY.rsplit(' ', 1)[0]}\nn2 {KEY.rsplit(' ', 1)[0]}\n"
+    # One key file, mounted once, read-only, under /run/shoal/keys.
+    assert list(keys) == ["/home/u/.shoal/keys/dock/c-1_ed25519"]
+    assert f"IdentityFile {keys['/home/u/.shoal/keys/dock/c-1_ed25519']}" in config
+
+
+def test_ssh_nodes_on_loopback_use_host_networking():
+    nodes = [node("n1", "a", ssh={"host": "127.0.0.5", "port": 2222, "user": "me",
+                                  "key_file": "/k", "host_key": KEY}),
+             node("n2", "b")]  # no host key known yet: no entry, a comment
+    config, known, keys, network = envshell.ssh_files(nodes)
+    assert network == "host"
+    assert "HostName 127.0.0.5\n    Port 2222\n    User me" in config
+    assert "# n2: no SSH endpoint known" in config and known.count("\n") == 1
+
+
+def test_nodes_on_two_networks_cannot_share_one_shell():
+    with pytest.raises(Conflict):
+        envshell.ssh_files([container("n1", "10.89.0.2"),
+                            node("n2", "b", ssh={"host": "127.0.0.5", "port": 22,
+                                                 "host_key": KEY})])
+
+
+def test_inventory_lists_nodes_without_secrets():
+    cluster = {"id": "c-1", "name": "demo", "status": "ACTIVE", "provider": "dock"}
+    data = envshell.inventory(cluster, [container("n1", "10.89.0.2")])
+    assert data["cluster"]["name"] == "demo"
+    assert data["nodes"][0] == {"id": "n1", "hostname": "n1.demo", "status": "ACTIVE",
+                                "services": ["web"], "address": "10.89.0.2",
+                                "ssh": {"host": "127.0.0.1", "port": 40000, "user": "root"}}
+
+
+@pytest.mark.parametrize("body", [{"command": "ls -l; rm -rf /"}, {"command": []},
+                                  {"command": ["ls", 3]}, {"shell": "bash"}])
+def test_the_endpoint_takes_an_argv_only(api, body):  # noqa: F811
+    assert_error_shape(api("POST", "/clusters/demo/shell", json=body), 400, "invalid")
+
+
+def test_the_endpoint_names_a_missing_cluster(api):  # noqa: F811
+    assert_error_shape(api("POST", "/clusters/nope/shell", json={}), 404, "not_found")
