@@ -6,22 +6,30 @@ cheapest valid ``Layout`` or raises ``LayoutError`` naming the constraints that 
 
 How it works, and why it does not blow up like Coopr's search:
 
-* Services with no constraint go on every node. The other services are merged into *units*: the
-  services of one mustcoexist group always share nodes, so they behave as one.
+* Services with no constraint go on every node. The others are merged into *units*: the services
+  of one mustcoexist group always share nodes, so they behave as one.
 * A node *kind* is a set of units that may share a node (no cantcoexist group complete, some
-  hardware and image allowed by all of them) with the cheapest such hardware type. Nodes of one
-  kind are interchangeable, so a layout is just a count per kind: the search never looks at nodes
-  one by one, and its work does not grow with the cluster size.
-* A unit with ``max`` below the size is *capped*: its exact count matters. For any other unit only
-  ``min(count, min)`` matters. So the capped count vector is a small state, and every node that
-  changes it is a *structural* node; there are at most ``sum(caps)`` of them. All other nodes hold
-  only uncapped units that already have enough nodes, so each of them may as well be the best such
-  kind (the *filler*). The solver runs a dynamic programme over the states, layer by layer, adding
-  one structural node at a time, then fills the rest of the cluster with the filler. Units that the
-  filler holds and that the filler nodes alone give enough copies need no state at all.
-* The objective is one integer per node, compared as a whole: keep existing nodes, then keep their
-  services, then minimum hardware cost, then most service instances. Ties keep the first layout
+  hardware and image that all of them allow) on the cheapest such hardware. Nodes of one kind are
+  interchangeable, so a layout is a count per kind and the search never places nodes one by one.
+* A unit whose ``max`` is below the size is *capped*: its exact count matters. For the others only
+  ``min(count, min)`` matters. These counts are the state of a dynamic programme. A node that
+  changes the state is *structural*; there are at most ``sum(caps)`` of them. Every other node
+  holds only uncapped units that already have enough copies, so it may as well be the best such
+  kind (its pool's *free* kind). The programme adds structural nodes one at a time, pool after
+  pool (new machines, and each class of identical current machines), and gives the rest of each
+  pool its free kind. Work grows with the caps and the number of kinds, not with the size.
+* Two exact shortcuts keep the state small. An uncapped unit that every free node holds, when the
+  free nodes alone are enough for its minimum, needs no state. A capped unit that a free node
+  takes at no extra cost is best at its maximum wherever its copies sit, so it is left out of
+  the search and packed onto free nodes afterwards (if they run short, the search runs again with
+  it included).
+* The objective is one integer per node, compared as a whole: fewest services moved on current
+  machines, then lowest hardware cost, then most service instances. Ties keep the first layout
   found, and every loop runs in a sorted order, so the same input gives the same output.
+* Changes: current machines are kept (their types are fixed). Each keeps the services it holds
+  where the rules still allow ("pinned"); the search fills in the rest. When shrinking, plainly
+  spare nodes go first; if more must go, the search picks them. If keeping placements blocks
+  every layout, the kept machines are laid out afresh, still counting each moved service.
 
 The work is exponential only in the number of units (placing services under cantcoexist rules
 contains graph colouring), never in the number of nodes.
@@ -746,10 +754,14 @@ def _search_kept(problem, size, kept, pins, more):
 def _placed_later(problem, pools, kept, pins, capped, cap):
     # A capped unit that a free node takes at no extra cost is best at its maximum, wherever
     # its copies sit. So the search can leave it out and put it on free nodes afterwards, which
-    # keeps it out of the state. Only safe when common services keep every node non-empty, and
-    # when no node laid out afresh holds it now (moving it would lose a kept service).
+    # keeps it out of the state. Exact when taking its copies off any layout leaves no worse
+    # one: true if common services keep every node non-empty, or, for a new cluster, if a node
+    # left empty can become a free node on the cheapest hardware. Never for a unit that a node
+    # laid out afresh holds now (moving it would count as a move).
     if not problem.common:
-        return set()
+        new = pools[-1]
+        if kept or new.free is None or new.free.cost != problem.hardware[0][0]:
+            return set()
     fresh = set().union(*(set(n["services"]) for n in kept if pins[n["id"]] is None))
     return {i for i, unit in enumerate(problem.units)
             if capped[i] and cap[i] > 0 and not set(unit.services) & fresh
@@ -936,7 +948,7 @@ def _node(node_id, kind):
 
 
 def _explain(problem, size):
-    """A LayoutError naming the constraints that rule out ``size`` nodes, and the sizes that work."""
+    """A LayoutError naming the constraints that rule out ``size`` nodes and a size that works."""
     details = {"size": size, "template": problem.template}
     smallest = _smallest_size(problem, size)
     largest = None if smallest is not None else _largest_size(problem, size)
@@ -964,10 +976,23 @@ def _explain(problem, size):
 
 
 def _smallest_size(problem, size):
+    # Above the smallest size that works, bigger ones work too (more free nodes). So stride up
+    # in growing steps to one that works, then bisect back.
     start = max([size + 1] + [unit.lo for unit in problem.units])
     high = problem.size_range[1]
     limit = start + SIZE_SEARCH_LIMIT if high is None else min(high, start + SIZE_SEARCH_LIMIT)
-    return next((n for n in range(start, limit + 1) if _search(problem, n)), None)
+    bad, stride, good = start - 1, 1, None
+    while bad + stride <= limit:
+        if _search(problem, bad + stride):
+            good = bad + stride
+            break
+        bad, stride = bad + stride, stride * 2
+    if good is None:
+        return None
+    while good - bad > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if _search(problem, middle) else (good, middle)
+    return good
 
 
 def _largest_size(problem, size):

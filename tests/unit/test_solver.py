@@ -478,6 +478,21 @@ def test_cost_comes_before_more_services():
     assert sum("b" in n["services"] for n in layout.nodes) == 1
 
 
+def test_a_capped_service_on_costly_hardware_goes_on_as_few_nodes_as_needed():
+    template = make_template(["a", "b"], services={"b": {"hardwaretypes": ["large"],
+                                                         "quantities": {"max": 2}}})
+    layout = solve_and_check(template, plain("a", "b"), 4)
+    assert by_services(layout) == {("a",): 3, ("a", "b"): 1} and layout.cost == 6
+
+
+def test_a_cheap_node_is_kept_apart_when_sharing_would_need_costly_hardware():
+    # No common service: every node holds a constrained one. Putting a with v would need large.
+    template = make_template(["a", "v"], services={"a": {"quantities": {"min": 2, "max": 2}},
+                                                   "v": {"hardwaretypes": ["large"]}})
+    layout = solve_and_check(template, plain("a", "v"), 3)
+    assert by_services(layout) == {("a",): 2, ("v",): 1} and layout.cost == 5
+
+
 def test_the_same_input_gives_the_same_output_whatever_the_catalog_order():
     names = ["a", "b", "c", "d"]
     template = make_template(names, cantcoexist=[["a", "b"], ["c", "d"]],
