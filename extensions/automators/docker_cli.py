@@ -154,8 +154,11 @@ class DockerCLIAutomator(Automator):
             raise AutomatorError(f"docker-cli: cannot reach the container engine: {exc}") from exc
         args = {str(k): str(v) for k, v in (build_args or {}).items()}
         args["BASE"] = base
-        digest = hashlib.sha256(json.dumps(
-            [dockerfile.decode("utf-8", "replace"), sorted(args.items()), base_id]).encode())
+        digest = hashlib.sha256(json.dumps([sorted(args.items()), base_id]).encode())
+        for name in sorted(os.listdir(source)):  # the Dockerfile and anything beside it
+            if os.path.isfile(os.path.join(source, name)):
+                with open(os.path.join(source, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read())
         tag = f"localhost/shoal-{cli}:{digest.hexdigest()[:16]}"
         if folder:
             _write(os.path.join(folder, "Dockerfile"), dockerfile)
