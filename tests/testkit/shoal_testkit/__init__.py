@@ -1,0 +1,1 @@
+"""Fake provider and automator plugins for Shoal's tests (see setup.py)."""
