@@ -5,9 +5,16 @@ Usage: python bench/solver.py [SIZE ...]   (default sizes: 1000 10000)
 The generated template has 50 services: 38 without constraints (they go on every node) and 12
 constrained ones in mustcoexist and cantcoexist groups, with quantities and per-service hardware
 types, over 5 hardware types with costs and 2 image types. Each size is solved for a new cluster,
-then as changes to that cluster: grow by 5%, shrink by 10%, add a service, remove one.
+then as changes to that cluster: grow by 5%, shrink by 10%, add a service, remove one. Two harder
+variants follow: no service without constraints (so no node is empty only thanks to them), and
+every capped service in conflict with the service the spare nodes hold (so no shortcut applies and
+the search walks every combination of capped counts: the worst case we know).
+
+Times are wall clock and CPU (the machine may be shared); memory is tracemalloc's peak.
 """
 
+import copy
+import resource
 import sys
 import time
 import tracemalloc
@@ -68,16 +75,26 @@ def template():
     }
 
 
+def worst_case():
+    # Every capped service conflicts with cache, which the spare nodes hold.
+    hard = copy.deepcopy(template())
+    hard["constraints"]["layout"]["cantcoexist"] += [
+        ["cache", name] for name in ("balancer", "gateway", "namenode", "monitor", "zookeeper",
+                                     "database")]
+    return hard
+
+
 def measure(label, call):
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     layout = call()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     tracemalloc.start()
     call()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     groups = len(layout.groups())
-    print(f"{label:<34} {seconds:8.3f} s {peak / 2**20:9.1f} MiB  {len(layout.nodes):6d} nodes"
+    print(f"{label:<34} {seconds:8.3f} s {cpu:8.3f} s {peak / 2**20:9.1f} MiB"
+          f"  {len(layout.nodes):6d} nodes"
           f"  {groups:3d} groups  cost {layout.cost:.2f}  +{layout.added} "
           f"-{len(layout.removed)} ~{len(layout.changed)}")
     return layout
@@ -89,7 +106,7 @@ def current_of(layout):
 
 def main(sizes):
     cat, tpl = catalog(), template()
-    print(f"{'case':<34} {'time':>10} {'peak mem':>13}")
+    print(f"{'case':<34} {'wall':>10} {'cpu':>10} {'peak mem':>13}")
     for size in sizes:
         made = measure(f"create {size}", lambda: solve_layout(tpl, cat, size))
         nodes = current_of(made)
@@ -104,6 +121,14 @@ def main(sizes):
         measure(f"remove cache at {size}",
                 lambda: solve_layout(tpl, cat, size, services=[s for s in every if s != "cache"],
                                      current=nodes))
+    lonely = copy.deepcopy(tpl)
+    lonely["defaults"]["services"] = list(CONSTRAINED)
+    hard = worst_case()
+    for size in sizes:
+        measure(f"no common services, create {size}", lambda: solve_layout(lonely, cat, size))
+        measure(f"worst case, create {size}", lambda: solve_layout(hard, cat, size))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process peak RSS: {rss:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -797,76 +797,92 @@ def _walk(pools, capped, need, cap, more):
     """Dynamic programme over capped counts (and nodes removed so far), one pool after another;
     per pool, structural nodes are added one at a time and its other nodes take its free kind."""
     m = len(need)
-    layer = {(0,) * (m + 1): 0}
-    steps = []
+    layer = {(0,) * (m + 1): (0, None)}
+    tables = []
     for pool in pools:
-        layer, history, ends = _pool_step(layer, pool, capped, cap, more)
-        steps.append((history, ends))
+        layer, table = _pool_step(layer, pool, capped, cap, more, sum(cap) + more)
+        tables.append((layer, table))
     best = None
-    for state, value in layer.items():
+    for state, (value, _) in layer.items():
         if state[m] == more and all(state[i] >= need[i] for i in range(m)) and \
                 (best is None or value < best[0]):
             best = (value, state)
     if best is None:
         return None
     state, structural = best[1], []
-    for history, ends in reversed(steps):
-        kinds = []
-        for level in range(ends[state], 0, -1):
-            state, kind = history[level][state][1]
-            kinds.append(kind)
+    for out, table in reversed(tables):
+        key, kinds = out[state][1], []
+        while table[key][1] is not None:
+            kinds.append(table[key][2])
+            key = table[key][1]
         structural.append(kinds[::-1])
+        state = key if isinstance(key[0], int) else key[0]
     return structural[::-1]
 
 
-def _pool_step(layer, pool, capped, cap, more):
+def _pool_step(layer, pool, capped, cap, more, most):
     """Extend every state by this pool's nodes. Values count each structural node relative to
-    the free kind it replaces, so a state reached with fewer structural nodes compares fairly.
-    A removed node is a step with kind None."""
+    the free kind it replaces, so states reached with different numbers of structural nodes
+    compare fairly. A removed node is a step with kind None. Returns {state: (value, key)} and
+    the table {key: (value, previous key, kind)} to trace the steps back.
+
+    At most ``most`` steps change anything. If the pool has that many nodes, its size cannot
+    bind and a state is a key of its own, taken in order of its count sum; otherwise a key is
+    (state, nodes used) and steps go one layer of used nodes at a time."""
     free_key = pool.free.key if pool.free is not None else 0
     removable = pool.hardwaretype is not None and more
-    frontier = {state: (value, None) for state, value in layer.items()}
-    history = [frontier]
-    out, ends = {}, {}
-    used = 0
-    while True:
-        for state, (value, _) in frontier.items():
-            if pool.free is None and used < pool.supply:
-                continue  # without a free kind every node of the pool must be structural
-            total = value + pool.supply * free_key
-            if state not in out or total < out[state]:
-                out[state], ends[state] = total, used
-        if used == pool.supply or not frontier:
-            break
-        nxt = {}
-        for state, (value, _) in frontier.items():
-            moves = [(_advance(state, kind.adds, capped, cap), kind) for kind in pool.kinds]
+    merged = pool.free is not None and pool.supply >= most
+    if merged:
+        def level(key):
+            return sum(key)
+    else:
+        def level(key):
+            return key[1]
+    table = {}
+    buckets = [dict() for _ in range(most + 1)]
+    for state, (value, _) in layer.items():
+        key = state if merged else (state, 0)
+        table[key] = (value, None, None)
+        buckets[level(key)][key] = None
+    out = {}
+    steps = [(kind, kind.adds, kind.key - free_key) for kind in pool.kinds]
+    for bucket in buckets:
+        for key in bucket:
+            value = table[key][0]
+            state, used = (key, None) if merged else key
+            if merged or pool.free is not None or used == pool.supply:
+                total = value + pool.supply * free_key
+                if state not in out or total < out[state][0]:
+                    out[state] = (total, key)
+            if not merged and used == pool.supply:
+                continue
+            moves = [(kind, _advance(state, adds, capped, cap), delta)
+                     for kind, adds, delta in steps]
             if removable and state[-1] < more:
-                moves.append((state[:-1] + (state[-1] + 1,), None))
-            for target, kind in moves:
+                moves.append((None, state[:-1] + (state[-1] + 1,), pool.removal - free_key))
+            for kind, target, delta in moves:
                 if target is None:
                     continue
-                total = value + (kind.key if kind else pool.removal) - free_key
-                if target not in nxt or total < nxt[target][0]:
-                    nxt[target] = (total, (state, kind))
-        frontier = nxt
-        history.append(frontier)
-        used += 1
-    return out, history, ends
+                nxt = target if merged else (target, used + 1)
+                total = value + delta
+                if nxt not in table or total < table[nxt][0]:
+                    table[nxt] = (total, key, kind)
+                    buckets[level(nxt)][nxt] = None
+    return out, table
 
 
 def _advance(state, units, capped, cap):
     """The state after one more node holding ``units``, or None if that breaks a maximum or
     changes nothing (such a node is a free one)."""
-    counts = list(state)
-    moved = False
+    counts = None
     for i in units:
-        if counts[i] < cap[i]:
+        if state[i] < cap[i]:
+            if counts is None:
+                counts = list(state)
             counts[i] += 1
-            moved = True
         elif capped[i]:
             return None
-    return tuple(counts) if moved else None
+    return None if counts is None else tuple(counts)
 
 
 def _place_later(plan, amounts):
