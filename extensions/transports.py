@@ -197,10 +197,24 @@ def fetch_host_key(host, port=22, timeout=10.0):
         transport.close()
 
 
+class _TrustFirstKey(paramiko.MissingHostKeyPolicy):
+    """Accepts the key a server presents when none is pinned yet, and keeps it."""
+
+    def __init__(self):
+        self.key = None
+
+    def missing_host_key(self, client, hostname, key):
+        self.key = key
+
+
 class SSHTransport(Transport):
     """One SSH connection per node, shared by threads; one channel per command.
 
-    The server must present ``host_key`` (pinned at CONFIRM); anything else is refused. At most
+    The server must present ``host_key`` (pinned at CONFIRM); anything else is refused. With
+    ``trust_first_key`` and no ``host_key`` (CONFIRM's first contact), the key the first
+    connection sees is taken and pinned: every later connection must present it, and the
+    connection that read it is the one commands use, so pinning costs no handshake of its own.
+    At most
     ``max_sessions`` channels are open at once, below OpenSSH's default ``MaxSessions 10``, so
     many threads queue here instead of being refused by the server.
     """
@@ -210,8 +224,8 @@ class SSHTransport(Transport):
     eof_grace = 2.0
 
     def __init__(self, host, port=22, user=None, key_file=None, host_key=None, workdir=".shoal",
-                 connect_timeout=10.0, max_sessions=8):
-        if not host_key:
+                 connect_timeout=10.0, max_sessions=8, trust_first_key=False):
+        if not host_key and not trust_first_key:
             raise TransportError(
                 f"no pinned host key for {_hostport(host, port)}; the node must be confirmed first"
             )
@@ -219,7 +233,7 @@ class SSHTransport(Transport):
         self.port = int(port)
         self.user = user or getpass.getuser()
         self.key_file = key_file
-        self.host_key = parse_host_key(host_key)
+        self.host_key = parse_host_key(host_key) if host_key else None  # None: not seen yet
         self.workdir = workdir
         self.connect_timeout = connect_timeout
         self.connections = 0  # how many TCP connections this transport has opened
@@ -233,9 +247,14 @@ class SSHTransport(Transport):
 
     def _connect(self):
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-        client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
+        first_contact = None
+        if self.host_key is None:
+            first_contact = _TrustFirstKey()
+            client.set_missing_host_key_policy(first_contact)
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+            client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
             # Without it, small channel requests wait on delayed ACKs (~40 ms per command).
@@ -265,6 +284,8 @@ class SSHTransport(Transport):
                 f"cannot connect to {self.user}@{self.address}: {_why(exc)}"
             ) from exc
         client.get_transport().set_keepalive(30)
+        if first_contact is not None:
+            self.host_key = first_contact.key  # pinned from now on, for every reconnect
         self.connections += 1
         return client
 

@@ -17,7 +17,7 @@ import time
 from cluster_server.errors import ProviderError, TransportError, ValidationError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
 from extensions.providers.local import file_lock, write_json
-from extensions.transports import SSHTransport, fetch_host_key, host_key_line, parse_host_key
+from extensions.transports import SSHTransport, host_key_line, parse_host_key
 
 POOL_FILE = "ssh-pool.json"
 log = logging.getLogger(__name__)
@@ -160,12 +160,15 @@ class SSHProvider(Provider):
         host = self.hosts.get(info.resource_id) or lease["host"]
         pinned = info.ssh.get("host_key") or lease.get("host_key")
         try:
-            if not pinned:
-                pinned = fetch_host_key(host["address"], host["port"], self.timeout)
-            result = self._transport_for(info.resource_id, host, pinned).run(["uname", "-n"])
+            # Not pinned yet: the connection that reads the key is kept for the node's tasks
+            # (one handshake per node, not one to read the key and another to work).
+            transport = self._transport_for(info.resource_id, host, pinned)
+            result = transport.run(["uname", "-n"])
         except TransportError as exc:
             current.state, current.error = NodeState.FAILED, exc.message
             return current
+        if not pinned:
+            pinned = host_key_line(transport.host_key)
         if not lease.get("host_key"):
             self._pin(info.resource_id, lease["token"], pinned)
         current.ssh["host_key"] = pinned
@@ -222,17 +225,20 @@ class SSHProvider(Provider):
                 if lease["cluster_id"] == cluster_id and lease.get("provider") == self.name]
 
     def _transport_for(self, host_id, host, host_key):
-        """One transport (one connection) per node, shared by every task on it."""
+        """One transport (one connection) per node, shared by every task on it.
+
+        ``host_key`` None: first contact (CONFIRM), a new transport that pins what it sees."""
         with self._transports_lock:
             transport = self._transports.get(host_id)
-            if transport and host_key_line(transport.host_key) != host_key_line(
-                    parse_host_key(host_key)):
+            if transport and (host_key is None or transport.host_key is None or host_key_line(
+                    transport.host_key) != host_key_line(parse_host_key(host_key))):
                 transport.close()  # pinned again after the host was lent anew
                 transport = None
             if transport is None:
                 transport = SSHTransport(host["address"], host["port"], host["user"],
                                          host["key_file"], host_key, workdir=host["workdir"],
-                                         connect_timeout=self.timeout)
+                                         connect_timeout=self.timeout,
+                                         trust_first_key=host_key is None)
                 self._transports[host_id] = transport
             return transport
 

@@ -68,6 +68,25 @@ def test_confirm_pins_the_host_key_and_reuses_one_connection(ssh_hosts, home):
     assert host.accepted_connections() == 1  # confirm, commands and a second describe: one
 
 
+def test_confirm_reads_the_key_on_the_connection_it_keeps(ssh_hosts, home, monkeypatch):
+    import extensions.transports
+
+    (host,) = ssh_hosts(1)
+    provider = make(home, [host])
+    info = provider.create(spec("n1"))
+    made, real = [], extensions.transports.socket.create_connection
+
+    def counting(address, *args, **kwargs):
+        made.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(extensions.transports.socket, "create_connection", counting)
+    confirmed = provider.describe([info])[info.resource_id]
+    assert confirmed.ssh["host_key"] == host.host_key
+    assert provider.transport(confirmed).run(["true"]).ok
+    assert made == [("127.0.0.1", host.port)]  # one TCP connection: no handshake only for the key
+
+
 def test_a_changed_host_key_fails_the_node_and_its_transport(ssh_hosts, home):
     (host,) = ssh_hosts(1)
     provider = make(home, [host])
@@ -132,7 +151,7 @@ def test_unreachable_host_is_a_failed_node(home, tmp_path):
     info = provider.create(spec("n1"))
     state = provider.describe([info])[info.resource_id]
     assert state.state == NodeState.FAILED
-    assert f"cannot connect to 127.0.0.1:{port}" in state.error
+    assert f"cannot connect to root@127.0.0.1:{port}: " in state.error
     with pytest.raises(TransportError, match="no pinned host key"):
         provider.transport(info)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cluster_server.errors import TransportError
-from extensions.transports import LocalTransport, SSHTransport, fetch_host_key
+from extensions.transports import LocalTransport, SSHTransport, fetch_host_key, host_key_line
 from tests.sshd import SSHHost, ssh_host  # noqa: F401  (fixture)
 
 # Each word must arrive as one argv element, byte for byte: nothing here may reach a shell.
@@ -197,6 +197,18 @@ def test_unreachable_host_is_a_clear_error():
 def test_ssh_transport_needs_a_pinned_key():
     with pytest.raises(TransportError, match="no pinned host key"):
         SSHTransport("127.0.0.1", 2222, "root", "/nonexistent", None)
+
+
+def test_trust_first_key_pins_what_the_first_connection_saw(ssh_host):
+    transport = SSHTransport(ssh_host.address, ssh_host.port, ssh_host.user, ssh_host.key_file,
+                             None, trust_first_key=True)
+    assert transport.host_key is None
+    assert transport.run(["echo", "first"]).stdout == "first\n"
+    assert host_key_line(transport.host_key) == ssh_host.host_key
+    transport.close()
+    ssh_host.change_host_key()  # a reconnect must meet the key it pinned
+    with pytest.raises(TransportError, match="refusing to connect"):
+        transport.run(["true"])
 
 
 def test_ssh_command_line_quotes_every_word():
