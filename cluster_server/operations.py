@@ -356,26 +356,25 @@ def services_op(store, tenant, name, kind, data):
 
 
 def retry(store, tenant, name):
-    """Resume the last failed operation of an INCONSISTENT cluster from its failed task."""
+    """Resume the cluster's latest operation, if it failed or was cancelled, from where it
+    stopped. Only the latest: an older failure that a later operation went past is history."""
     cluster = get_cluster(store, tenant, name)
     _ensure_idle(store, cluster)
-    row = store.db.execute("SELECT id, kind FROM operations WHERE cluster_id = ? AND status ="
-                           " 'FAILED' ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
-    if row is None or cluster["status"] not in ("INCONSISTENT", "FAILED"):
+    row = store.db.execute("SELECT id, kind, status, params FROM operations WHERE cluster_id = ?"
+                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    if row is None or row[2] not in ("FAILED", "CANCELLED") or \
+            cluster["status"] not in ("INCONSISTENT", "FAILED"):
         raise Conflict(f"cluster '{name}' has no failed operation to retry (status "
                        f"{cluster['status']})", {"status": cluster["status"]})
-    op_id, kind = row
-    if cluster["status"] == "FAILED":
-        params = json.loads(store.db.execute("SELECT params FROM operations WHERE id = ?",
-                                             [op_id]).fetchone()[0])
-        if not params.get("keep_on_failure"):
-            raise Conflict(f"cluster '{name}' was rolled back; create it again",
-                           {"status": cluster["status"]})
+    op_id, kind, _, params = row
+    if cluster["status"] == "FAILED" and not json.loads(params).get("keep_on_failure"):
+        raise Conflict(f"cluster '{name}' was rolled back; create it again",
+                       {"status": cluster["status"]})
     with store.write() as db:
         db.execute("UPDATE tasks SET status = 'PENDING', attempts = 0 WHERE operation_id = ? AND"
                    " status IN ('FAILED', 'RUNNING')", [op_id])
         db.execute("UPDATE operations SET status = 'RUNNING', error = NULL, finished_at = NULL"
                    " WHERE id = ?", [op_id])
-        db.execute("UPDATE clusters SET status = ? WHERE id = ?",
-                   ["DELETING" if kind == "delete" else "UPDATING", cluster["id"]])
+        status = {"create": "CREATING", "delete": "DELETING"}.get(kind, "UPDATING")
+        db.execute("UPDATE clusters SET status = ? WHERE id = ?", [status, cluster["id"]])
     return {"cluster_id": cluster["id"], "operation": op_id}

@@ -360,3 +360,49 @@ def test_events_and_task_show(fake):
     assert "START db on" in shown["output"] and ": ok" in shown["output"]
     missing = shoal.fails("task", "show", "op-nope/n1:create")
     assert "not found" in missing.stderr
+
+
+def test_a_cancelled_change_can_be_retried(fake):
+    shoal = fake(service_fields={"app": {"install": {"sleep": 1.0}}})
+    create(shoal, "c1", 2)
+    mark = log_mark(shoal)
+    shoal.run("cluster", "resize", "c1", "--size", "4")
+    deadline = time.monotonic() + 30
+    while not checks.actions(checks.entries(shoal.home, "c1", since=mark), "app", "INSTALL") \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shoal.run("cluster", "cancel", "c1")
+    cluster = wait_status(shoal, "c1", ("INCONSISTENT",))
+    assert cluster["operation"]["status"] == "CANCELLED"
+    shoal.run("cluster", "retry", "c1", "--wait")
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "ACTIVE" and cluster["operation"]["kind"] == "resize"
+    assert_matches_cloud(shoal, cluster, 4)
+
+
+def test_retry_resumes_the_latest_operation_only(fake):
+    shoal = fake(service_fields={"app": {"stop": {"fail_if_exists": "stop-broken"},
+                                         "start": {"sleep": 1.0}}})
+    create(shoal, "c1", 2)
+    (shoal.home / "stop-broken").write_text("")
+    shoal.run("cluster", "stop", "c1", "--wait", check=False)
+    assert show(shoal, "c1")["status"] == "INCONSISTENT"
+    (shoal.home / "stop-broken").unlink()
+    # The user mends it another way: the failed stop is history now.
+    shoal.run("cluster", "start", "c1", "--wait")
+    assert show(shoal, "c1")["status"] == "ACTIVE"
+    assert "no failed operation to retry" in shoal.fails("cluster", "retry", "c1").stderr
+    # A later operation is cancelled: retry resumes that one, never the old failed stop.
+    mark = log_mark(shoal)
+    shoal.run("cluster", "restart", "c1", "--service", "app")
+    deadline = time.monotonic() + 30
+    while not checks.actions(checks.entries(shoal.home, "c1", since=mark), "app", "START") \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shoal.run("cluster", "cancel", "c1")
+    assert wait_status(shoal, "c1", ("INCONSISTENT",))["operation"]["status"] == "CANCELLED"
+    mark = log_mark(shoal)
+    shoal.run("cluster", "retry", "c1", "--wait")
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "ACTIVE" and cluster["operation"]["kind"] == "restart"
+    assert not checks.actions(checks.entries(shoal.home, "c1", since=mark), action="STOP")
