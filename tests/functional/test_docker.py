@@ -44,6 +44,9 @@ def _catalog(tmp_path, credentials):
         }}},
         "services/odd.json": {"name": "odd", "provisioner": {"actions": {
             "install": {"type": "shell", "fields": {"command": ["true"]}}}}},
+        "services/failing.json": {"name": "failing", "provisioner": {"actions": {
+            "install": {"type": "shell", "fields": {"command": [
+                "sh", "-c", "echo install-failed-here >&2; exit 1"]}}}}},
         "services/awscheck.json": {"name": "awscheck", "provisioner": {"actions": {
             "install": {"type": "docker-cli", "fields": {
                 "cli": "aws", "command": ["aws", "configure", "list"],
@@ -62,6 +65,12 @@ def _catalog(tmp_path, credentials):
             "constraints": {"layout": {"cantcoexist": [["web", "odd"]]}, "services": {
                 "odd": {"imagetypes": ["missing"], "quantities": {"min": 1, "max": 1}},
                 "web": {"imagetypes": ["bookworm"]}}}},
+        # One node of three fails its INSTALL, after every container was made.
+        "clustertemplates/failing.json": {"name": "failing", "defaults": {
+            "services": ["web", "failing"], "provider": "dock-exec",
+            "hardwaretype": "container", "imagetype": "bookworm"},
+            "constraints": {"layout": {"cantcoexist": [["web", "failing"]]}, "services": {
+                "failing": {"quantities": {"min": 1, "max": 1}}}}},
         "clustertemplates/aws-tool.json": {"name": "aws-tool", "defaults": {
             "services": ["awscheck"], "provider": "local", "hardwaretype": "container",
             "imagetype": "bookworm"}},
@@ -143,19 +152,24 @@ def test_three_containers_with_a_shell_service(shoal, docker_client, provider): 
     assert labelled(docker_client, cluster=cluster_id) == ([], [])
 
 
-def test_a_failure_in_the_middle_of_create_leaves_nothing(shoal, docker_client):  # noqa: F811
-    result = shoal.run("cluster", "create", "bad", "--template", "broken", "--size", "3",
+@pytest.mark.parametrize("template, failure", [
+    ("broken", "shoal-no-such-image"),  # a CREATE fails: its image does not exist
+    ("failing", "install-failed-here"),  # an INSTALL fails on a running container
+])
+def test_a_failure_in_the_middle_of_create_leaves_nothing(shoal, docker_client,  # noqa: F811
+                                                          template, failure):
+    result = shoal.run("cluster", "create", "bad", "--template", template, "--size", "3",
                        "--wait", check=False)
     assert result.returncode != 0
     cluster = shoal.json("cluster", "show", "bad")
     assert cluster["status"] == "FAILED"
-    assert "CREATE on" in result.stderr and "shoal-no-such-image" in result.stderr
-    # The other two containers were made, then rolled back with the network.
+    assert failure in result.stderr  # the failing task's output, shown by --wait
     tasks = shoal.json("task", "list", "bad")
     created = [t for t in tasks if t["Action"] == "CREATE" and t["Status"] == "SUCCEEDED"]
-    assert len(created) == 2
+    assert created  # containers were made before the failure ...
     assert {t["Action"] for t in tasks if t["ID"].split("/")[1].startswith("rollback:")} == {
         "DELETE", "CLEANUP"}
+    # ... and the rollback removed every one of them, and the network.
     assert labelled(docker_client, cluster=cluster["id"]) == ([], [])
 
 
