@@ -27,7 +27,9 @@ def spec(cluster, node, generation=0, **image):
 def provider(tmp_path, docker_client):  # noqa: F811
     made = DockerProvider("dock", {}, tmp_path / "home")
     yield made
-    for cluster in {c.attrs["Labels"]["shoal.cluster"] for c in made._list()}:
+    _, networks = labelled(docker_client, home=made.home_id)
+    for cluster in {c.attrs["Labels"]["shoal.cluster"] for c in made._list()} | {
+            n.attrs["Labels"]["shoal.cluster"] for n in networks}:
         for info in made.find(cluster):
             made.delete(info)
         made.cleanup_cluster(cluster)
@@ -143,6 +145,8 @@ def test_delete_removes_the_container_volumes(provider, docker_client):  # noqa:
     assert len(volumes) == 1
     provider.delete(info)
     assert volumes[0] not in [v.name for v in docker_client.volumes.list()]
+    provider.cleanup_cluster("c-vol")
+    assert labelled(docker_client, cluster="c-vol") == ([], [])
 
 
 @pytest.fixture
