@@ -72,11 +72,12 @@ def wait_finished(shoal, name, timeout=90):
 def crash_home(tmp_path):
     shoal = Shoal(tmp_path / "home", retries=2, retry_backoff=0.05, poll_base=0.05)
     shoal.run("server", "start")
-    # A create takes about 3 s: 1 s per create call, 4 polls, 8 actions of 0.1 s per node.
-    root = catalog.write(tmp_path / "catalog", fields={"sleep": 0.1}, providers={
-        "fake": {"create_delay": 1.0, "polls_to_running": 4, "delete_delay": 1.0},
+    # A create takes about 2 s: 0.6 s per create call, 4 polls (0.75 s), 8 actions of 0.05 s
+    # per node; a rollback about 0.6 s.
+    root = catalog.write(tmp_path / "catalog", fields={"sleep": 0.05}, providers={
+        "fake": {"create_delay": 0.6, "polls_to_running": 4, "delete_delay": 0.6},
         # Its second instance of every cluster fails to come up and is replaced.
-        "fake-flaky": {"create_delay": 1.0, "polls_to_running": 4, "delete_delay": 1.0,
+        "fake-flaky": {"create_delay": 0.6, "polls_to_running": 4, "delete_delay": 0.6,
                        "fail_state_nth": "2"},
     })
     shoal.run("catalog", "import", root)
@@ -96,11 +97,11 @@ def test_server_killed_at_any_moment_of_a_create_resumes_it(crash_home):
         shoal.run("cluster", "create", name, "--template", "fake-stack", "--size", SIZE,
                   "--provider", provider)
         cluster_id = api(shoal, f"/clusters/{name}")["id"]
-        time.sleep(rng.uniform(0.0, 3.5))
+        time.sleep(rng.uniform(0.0, 2.2))
         cancelled = False
         if cancel:
             cancelled = "error" not in api(shoal, f"/clusters/{name}/cancel", "POST")
-            time.sleep(rng.uniform(0.0, 1.5))  # kill it while it cancels or rolls back
+            time.sleep(rng.uniform(0.0, 1.0))  # kill it while it cancels or rolls back
         before = api(shoal, f"/clusters/{name}")["operation"]["status"]
         kill_server(shoal)
         shoal.run("server", "start")
@@ -130,3 +131,35 @@ def test_server_killed_at_any_moment_of_a_create_resumes_it(crash_home):
                and " killed while CANCELLED" not in line for line in summary)
     assert hits >= ITERATIONS * 2 // 3, summary
     assert log.count("resuming operation") >= hits - 2  # an op may end just before the kill
+
+
+def test_server_killed_during_resize_and_delete_resumes_them(crash_home):
+    shoal = crash_home
+    rng = random.Random(SEED + 1)
+    shoal.run("cluster", "create", "grow", "--template", "fake-stack", "--size", 3, "--wait")
+    cluster_id = api(shoal, "/clusters/grow")["id"]
+    # (operation, nodes after it, latest moment to kill: about the operation's length)
+    for args, size, within in ((("resize", "grow", "--size", 6), 6, 2.0),
+                               (("resize", "grow", "--size", 2), 2, 0.8),
+                               (("delete", "grow"), 0, 0.8)):
+        shoal.run("cluster", *args)
+        time.sleep(rng.uniform(0.0, within))
+        before = api(shoal, "/clusters/grow")["operation"]["status"]
+        kill_server(shoal)
+        shoal.run("server", "start")
+        where = f"{args} killed while {before}"
+        print(where)
+        if size:
+            cluster = wait_finished(shoal, "grow")
+            assert (cluster["status"], cluster["operation"]["status"]) == \
+                ("ACTIVE", "SUCCEEDED"), where
+            assert len(cluster["nodes"]) == size, where
+            assert checks.orphans(shoal.home, cluster_id,
+                                  [n["address"] for n in cluster["nodes"]]) == ([], []), where
+        else:
+            deadline = time.monotonic() + 90
+            while shoal.json("cluster", "list") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert shoal.json("cluster", "list") == [], where
+            assert cloud.instances(shoal.home, cluster_id) == [], where
+            assert cluster_id not in cloud.groups(shoal.home), where
