@@ -15,6 +15,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["cluster_cli*", "cluster_server*", "extensions*"]),
     include_package_data=True,
+    # The images Shoal builds: installed under <prefix>/share/shoal/dockerfiles, where the
+    # docker-cli automator looks when it does not run from a checkout.
+    data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
+                for cli in ("aws", "gcloud", "kubectl")],
     package_data={"cluster_server": ["catalog_default/*/*.json"], "extensions": ["resources/*/*"]},
     install_requires=[
         "cliff>=4.0",

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 import threading
 import time
@@ -23,9 +24,11 @@ from cluster_server.plugins import ActionResult, Automator, Field
 from extensions.automators.shell import cap, split_args
 from extensions.providers.docker import docker_client, home_label
 
-#: dockerfiles/ of the checkout (SHOAL_DOCKERFILES overrides).
+#: dockerfiles/ of the checkout, else where setup.py installs them (SHOAL_DOCKERFILES overrides).
 DOCKERFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "dockerfiles")
+if not os.path.isdir(DOCKERFILES):
+    DOCKERFILES = os.path.join(sys.prefix, "share", "shoal", "dockerfiles")
 DEFAULT_BASE = "localhost/shoal-base:bookworm"
 #: The CA bundle pip and downloads trust while an image builds (public roots, not a secret).
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
