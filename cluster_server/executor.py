@@ -116,7 +116,7 @@ class _RunState:
 
     def __init__(self, tasks):
         self.tasks = {t["id"]: t for t in tasks}
-        self.results = []   # (task, outcome) not yet in the store
+        self.results = []   # (task, outcome, finished at) not yet in the store
         self.ready = []     # heap of (key, task id)
         self.parked = {}    # node -> ready task ids waiting for that node to be free
         self.busy = set()   # nodes running an action
@@ -174,7 +174,7 @@ class _RunState:
 
     def _finished(self, task, status, outcome):
         task["status"] = status
-        self.results.append((task, outcome))
+        self.results.append((task, outcome, time.time()))
         if task["action"] != JOIN:
             self.busy.discard(task["node_id"])
             for task_id in self.parked.pop(task["node_id"], ()):
@@ -232,12 +232,15 @@ class Executor:
                 # its started_at would be wrong. (Per operation: operations running at once
                 # can still queue behind each other in a shared dispatch.)
                 batch = state.take_ready(self.settings.workers - in_flight)
-            # One transaction per wake-up: the results gathered so far, and the intent
-            # (RUNNING) of every task about to start, committed before any of them starts.
-            self._save(state.take_results(), batch)
+            # The intent (RUNNING) of every task about to start is committed before any of them
+            # starts; the results that made them ready are committed right after, off the path
+            # from one task to the next. (A crash in between leaves those finished tasks
+            # RUNNING too: they are run again, like any task caught running by a crash.)
+            self._mark_running(batch)
             for task in batch:
                 in_flight += 1
                 self.dispatch.submit(self._worker(task, operation, done))
+            self._record(state.take_results())
             if not in_flight and not delayed and not control.paused:
                 break  # nothing running and nothing can start: only a broken graph gets here
             timeout = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
@@ -266,7 +269,7 @@ class Executor:
 
         # Let tasks already running finish, so nothing is left half done behind our back; what
         # they would make ready is not started.
-        self._save(state.take_results(), [])
+        self._record(state.take_results())
         while in_flight:
             item = done.get()
             if item is None:
@@ -278,7 +281,7 @@ class Executor:
                 state.succeeded(task, outcome, release=False)
             else:
                 state.failed_for_good(task, outcome)
-            self._save(state.take_results(), [])
+            self._record(state.take_results())
         ok = state.failed is None and not control.cancelled and not state.remaining
         if not ok:
             # Nothing of this operation runs any more: a task still RUNNING in the store (left by
@@ -296,21 +299,23 @@ class Executor:
             done.put((task, outcome))
         return work
 
-    def _save(self, results, starting):
+    def _mark_running(self, batch):
         # A RUNNING task is one whose effect may or may not have happened: after a crash it is
         # run again (idempotently).
-        if not results and not starting:
-            return
-        now = time.time()
-        with self.store.write() as db:
-            db.conn.executemany(
-                "UPDATE tasks SET status = ?, attempts = ?, output = ?, finished_at = ?"
-                " WHERE id = ?",
-                [(task["status"], task["attempts"], outcome.output[-OUTPUT_LIMIT:], now,
-                  task["id"]) for task, outcome in results])
-            db.conn.executemany(
-                "UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
-                [(RUNNING, now, task["id"]) for task in starting])
+        if batch:
+            now = time.time()
+            with self.store.write() as db:
+                db.conn.executemany("UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
+                                    [(RUNNING, now, task["id"]) for task in batch])
+
+    def _record(self, results):
+        if results:
+            with self.store.write() as db:
+                db.conn.executemany(
+                    "UPDATE tasks SET status = ?, attempts = ?, output = ?, finished_at = ?"
+                    " WHERE id = ?",
+                    [(task["status"], task["attempts"], outcome.output[-OUTPUT_LIMIT:], at,
+                      task["id"]) for task, outcome, at in results])
 
     def _reset_running(self, operation_id):
         with self.store.write() as db:
