@@ -4,7 +4,7 @@ Per cluster: a key pair (the public half of a key made in ``SHOAL_HOME/keys``) a
 group that opens SSH to ``ssh_cidr`` only. Every instance is launched with the node's token as
 its ClientToken and tagged with its cluster, node and token, so a create repeated after a crash
 finds the first instance instead of making a second. Waiting is one ``DescribeInstances`` per page
-of the pending clusters' instances per polling round.
+per polling round for all pending nodes.
 """
 
 import collections
@@ -318,14 +318,19 @@ class AWSProvider(Provider):
         return info
 
     def describe(self, infos):
-        """One DescribeInstances per page of the pending nodes' clusters (the clusters' tag is
-        the filter: at most 200 values a call), whatever the number of nodes."""
+        """One DescribeInstances per page, whatever the number of nodes: filtered by instance
+        id for up to 200 nodes (the most filter values a call takes), else by their clusters'
+        tag (then every instance of those clusters is listed, 1,000 a page)."""
         wanted = {info.resource_id: info for info in infos}
-        clusters = sorted({info.extra.get("cluster_id", "") for info in infos})
+        if len(wanted) <= FILTER_VALUES:
+            queries = [[{"Name": "instance-id", "Values": sorted(wanted)}]]
+        else:
+            clusters = sorted({info.extra.get("cluster_id", "") for info in infos})
+            queries = [[{"Name": f"tag:{TAG_CLUSTER}", "Values": clusters[i:i + FILTER_VALUES]}]
+                       for i in range(0, len(clusters), FILTER_VALUES)]
         seen = {}
-        for start in range(0, len(clusters), FILTER_VALUES):
-            chunk = clusters[start:start + FILTER_VALUES]
-            for instance in self._instances([{"Name": f"tag:{TAG_CLUSTER}", "Values": chunk}]):
+        for filters in queries:
+            for instance in self._instances(filters):
                 previous = wanted.get(instance["InstanceId"])
                 if previous is not None:
                     seen[previous.resource_id] = self._info(instance, previous=previous)

@@ -9,6 +9,7 @@ import pytest
 
 from cluster_server.errors import PluginError, ProviderError
 from cluster_server.plugins import NodeInfo, NodeSpec, NodeState
+from extensions.providers import aws
 from extensions.providers.aws import AWSProvider
 from tests.aws_fakes import (CREDENTIALS, EC2Proxy, authorize_key_pairs, ec2_client, leftovers,
                              moto_server)
@@ -121,7 +122,8 @@ def test_fields_from_the_catalog_reach_run_instances(tmp_path, proxy, cluster, m
     ec2.delete_security_group(GroupId=extra_group)
 
 
-def test_describe_is_one_call_per_page_for_many_pending_nodes(tmp_path, proxy, moto):
+def test_describe_is_one_call_per_page_for_many_pending_nodes(tmp_path, proxy, moto,
+                                                               monkeypatch):
     clusters = [f"c-{uuid.uuid4().hex[:12]}" for _ in range(2)]
     provider = make(tmp_path, proxy)
     infos = [provider.create(spec(clusters[i % 2], f"n{i}")) for i in range(24)]
@@ -139,6 +141,16 @@ def test_describe_is_one_call_per_page_for_many_pending_nodes(tmp_path, proxy, m
     before = proxy.calls["DescribeInstances"]
     small_pages.describe(infos)
     assert proxy.calls["DescribeInstances"] - before == 5  # 24 instances / 5 per page
+    filters = [params for action, params in proxy.log if action == "DescribeInstances"][-1]
+    assert filters["Filter.1.Name"] == "instance-id"
+
+    # Past the 200 values a filter takes, the clusters' tag selects them: still one call a page.
+    monkeypatch.setattr(aws, "FILTER_VALUES", 10)
+    before = proxy.calls["DescribeInstances"]
+    assert len(provider.describe(infos)) == 24
+    assert proxy.calls["DescribeInstances"] - before == 1
+    filters = [params for action, params in proxy.log if action == "DescribeInstances"][-1]
+    assert filters["Filter.1.Name"] == "tag:shoal:cluster"
     for cluster in clusters:
         for info in provider.find(cluster):
             provider.delete(info)
