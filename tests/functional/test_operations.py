@@ -115,7 +115,10 @@ def test_a_failed_attempt_is_retried(fake):
 @pytest.mark.parametrize("fault", [
     {"service_fields": {"app": {"start": {"fail": True}}}},
     {"providers": {"fake": {"fail_create_nth": "3+"}}},
-], ids=["automator-fails", "provider-create-fails"])
+    # Every create call makes its instance and then times out: Shoal never learns their ids,
+    # and only the rollback's search by label can find them.
+    {"providers": {"fake": {"lose_create_nth": "1+"}}},
+], ids=["automator-fails", "provider-create-fails", "provider-create-lost"])
 def test_failed_create_rolls_back_everything(fake, fault):
     shoal = fake(**fault)
     result = create(shoal, "c1", 3, check=False)
@@ -147,6 +150,18 @@ def test_keep_on_failure_keeps_the_nodes_and_retry_finishes(fake):
     cluster = show(shoal, "c1")
     assert cluster["status"] == "ACTIVE"
     assert_matches_cloud(shoal, cluster, 3)
+
+
+def test_a_create_call_that_timed_out_is_not_repeated(fake):
+    # The first create call of each node times out after the cloud made the instance; the
+    # retry (same token) finds that instance instead of making a second.
+    shoal = fake(providers={"fake": {"lose_create_nth": "1,2,3"}})
+    create(shoal, "c1", 3)
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "ACTIVE"
+    assert_matches_cloud(shoal, cluster, 3)
+    assert cloud.load(shoal.home)["counters"]["instances_made"][cluster["id"]] == 3
+    assert {t["Attempts"] for t in tasks(shoal, "c1") if t["Action"] == "CREATE"} == {2}
 
 
 def test_a_node_that_fails_to_come_up_is_replaced(fake):
@@ -406,3 +421,23 @@ def test_retry_resumes_the_latest_operation_only(fake):
     cluster = show(shoal, "c1")
     assert cluster["status"] == "ACTIVE" and cluster["operation"]["kind"] == "restart"
     assert not checks.actions(checks.entries(shoal.home, "c1", since=mark), action="STOP")
+
+
+def test_a_paused_operation_stays_paused_across_a_restart_and_can_be_cancelled(fake):
+    shoal = fake(fields={"sleep": 0.3})
+    shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", "2")
+    deadline = time.monotonic() + 30
+    while not checks.entries(shoal.home, "c1") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shoal.run("cluster", "pause", "c1")
+    shoal.run("server", "stop")
+    shoal.run("server", "start")
+    cluster = show(shoal, "c1")
+    assert (cluster["status"], cluster["operation"]["status"]) == ("CREATING", "PAUSED")
+    held = log_mark(shoal)
+    time.sleep(0.5)
+    assert log_mark(shoal) == held, "a paused operation ran a task after the restart"
+    shoal.run("cluster", "cancel", "c1")
+    cluster = wait_status(shoal, "c1", ("FAILED",))
+    assert cluster["operation"]["status"] == "CANCELLED"
+    assert_nothing_left(shoal, cluster["id"])

@@ -8,6 +8,8 @@ first create and can only be removed once no instance of the cluster is left.
 Faults, from the provider entry's ``provisioner`` fields (counted per cluster):
 
 * ``fail_create_nth``: the Nth ``create`` call raises ProviderError ("3", "2,4" or "3+").
+* ``lose_create_nth``: the Nth ``create`` call makes the instance, then raises (as a call that
+  times out after the cloud accepted it): only the token or the label can find it again.
 * ``fail_state_nth``: the Nth instance made goes to FAILED instead of RUNNING.
 * ``polls_to_running``: describe calls that must see an instance before it runs.
 * ``create_delay``: seconds each create call takes, *after* the instance exists in the cloud
@@ -39,6 +41,7 @@ class FakeProvider(Provider):
     fields = {
         "polls_to_running": Field(default=1, help="describe calls before an instance runs"),
         "fail_create_nth": Field(help="the Nth create call (per cluster) raises: 3, 2,4 or 3+"),
+        "lose_create_nth": Field(help="the Nth create call makes the instance, then raises"),
         "fail_state_nth": Field(help="the Nth instance made (per cluster) goes to FAILED"),
         "create_delay": Field(default=0, help="seconds a create call takes, after the "
                                               "instance exists"),
@@ -63,6 +66,8 @@ class FakeProvider(Provider):
                 record = self._by_token(state, spec.token)
                 if record is None:
                     record = self._make(state, spec)
+                if cloud.nth_matches(self.config.get("lose_create_nth"), calls):
+                    failure = f"create call {calls} for {spec.node_id} timed out (injected)"
         if failure:
             raise ProviderError(f"fake provider: {failure}", {"node": spec.node_id})
         if self.create_delay:
