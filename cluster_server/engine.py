@@ -153,7 +153,10 @@ class Engine:
             self.set_cluster(op["cluster_id"], "INCONSISTENT")
         finally:
             with self.lock:
-                self.controls.pop(op_id, None)
+                # Only our own: a retry may already have started the operation again, on a new
+                # thread with a new control that pause and cancel must still reach.
+                if self.controls.get(op_id) is control:
+                    del self.controls[op_id]
 
     def _run(self, op_id, control):
         op = self.operation(op_id)
