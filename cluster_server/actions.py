@@ -18,6 +18,7 @@ from cluster_server.poller import Cancelled, Poller
 LOG = logging.getLogger("shoal.actions")
 
 CLEANUP = "CLEANUP"  # rollback's last task: orphans found by label, then per-cluster resources
+UNDO_ACTIONS = ("STOP", "REMOVE")
 
 
 class TaskRunner:
@@ -71,6 +72,9 @@ class TaskRunner:
         with self.lock:
             transport = self.transports.get(key)
         if transport is None:
+            if not node["facts"].get("resource"):
+                raise ShoalError(f"node {node['id']} has no machine: its CREATE did not succeed"
+                                 " ('shoal cluster retry' runs it again)")
             transport = provider.transport(NodeInfo.from_dict(node["facts"]["resource"]))
             with self.lock:
                 transport = self.transports.setdefault(key, transport)
@@ -107,6 +111,11 @@ class TaskRunner:
             node = self.node(cluster["id"], task["node_id"])
             handler = getattr(self, "do_" + task["action"].lower(), None)
             if handler is None:
+                resource = node["facts"].get("resource") or {}
+                if task["action"] in UNDO_ACTIONS and resource.get("state") != "running":
+                    # A node never confirmed running (a failed grow being shrunk back) never ran
+                    # a service: there is nothing to stop or remove on it.
+                    return TaskOutcome(True, f"nothing to do: node {node['id']} never came up")
                 return self.service_action(task, cluster, node)
             return handler(task, cluster, node, operation)
         except Cancelled:

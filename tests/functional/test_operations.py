@@ -441,3 +441,18 @@ def test_a_paused_operation_stays_paused_across_a_restart_and_can_be_cancelled(f
     cluster = wait_status(shoal, "c1", ("FAILED",))
     assert cluster["operation"]["status"] == "CANCELLED"
     assert_nothing_left(shoal, cluster["id"])
+
+
+def test_a_failed_grow_can_be_shrunk_back(fake):
+    # The 4th create call fails for good: the grow leaves n4 planned but never made.
+    shoal = fake(providers={"fake": {"fail_create_nth": "4+"}})
+    create(shoal, "c1", 3)
+    shoal.run("cluster", "resize", "c1", "--size", "4", "--wait", check=False)
+    assert show(shoal, "c1")["status"] == "INCONSISTENT"
+    shoal.run("cluster", "resize", "c1", "--size", "3", "--wait")
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "ACTIVE"
+    assert_matches_cloud(shoal, cluster, 3)
+    undone = [t for t in tasks(shoal, "c1") if t["Node"] == "n4"]
+    assert {t["Action"] for t in undone} == {"STOP", "REMOVE", "DELETE"}
+    assert all(t["Status"] == "SUCCEEDED" for t in undone)
