@@ -1,5 +1,6 @@
 """Start, stop and find the local Shoal server process (pid and log under SHOAL_HOME)."""
 
+import fcntl
 import json
 import os
 import signal
@@ -17,16 +18,25 @@ def _state(home):
         return None
 
 
+def _alive(pid):
+    """True for a live process; a zombie (dead, not yet reaped) is not alive."""
+    try:
+        os.kill(pid, 0)
+    except (OSError, TypeError):
+        return False
+    try:  # a zombie still answers kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def running_pid(home=None):
     """The pid of the live server of this SHOAL_HOME, or None."""
     state = _state(home or shoal_home())
-    if not state:
+    if not state or not isinstance(state.get("pid"), int):
         return None
-    try:
-        os.kill(state["pid"], 0)
-    except (OSError, KeyError, TypeError):
-        return None
-    return state["pid"]
+    return state["pid"] if _alive(state["pid"]) else None
 
 
 def log_path(home=None):
@@ -39,6 +49,14 @@ def start(port=None, announce=False, wait=30.0, settings=None):
     ``settings`` (e.g. {"SHOAL_PARALLELISM": "32"}) go into the server's environment.
     """
     home = shoal_home()
+    # Several commands may start at once with no server running: one of them starts it, the
+    # others wait on this lock and then find it running.
+    with open(home / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start(home, port, announce, wait, settings)
+
+
+def _start(home, port, announce, wait, settings):
     if running_pid(home):
         return local_server_url(home)
     if announce:
@@ -74,9 +92,7 @@ def stop(wait=30.0):
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not _alive(pid):
             break
         time.sleep(0.05)
     else:

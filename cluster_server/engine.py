@@ -231,9 +231,10 @@ class Engine:
             if not exists:
                 seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks WHERE operation_id = ?",
                                  [op["id"]]).fetchone()[0]
-                # Tasks that never ran stay PENDING forever: mark them so nothing runs them.
+                # Tasks that never ran will not run now; the failed one keeps FAILED and its
+                # output, so 'shoal task list' shows what went wrong.
                 db.execute("UPDATE tasks SET status = 'SKIPPED' WHERE operation_id = ?"
-                           " AND status IN ('PENDING', 'RUNNING', 'FAILED')", [op["id"]])
+                           " AND status IN ('PENDING', 'RUNNING')", [op["id"]])
                 nodes = [r[0] for r in db.execute(
                     "SELECT id FROM nodes WHERE cluster_id = ? ORDER BY created_at DESC, id DESC",
                     [cluster_id])]
@@ -250,7 +251,7 @@ class Engine:
                            [f"{op['id']}/rollback:cleanup", op["id"], CLEANUP,
                             json.dumps(deletes), PENDING, seq + 1])
         rollback_control = Control()  # a cancel must not stop the rollback itself
-        ok, failed = self.executor.run(op, rollback_control)
+        ok, failed = self.executor.run(op, rollback_control, prefix=f"{op['id']}/rollback:")
         if self.stopping:
             return
         if ok:

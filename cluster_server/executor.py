@@ -100,10 +100,11 @@ class Control:
             self.wakeup()
 
 
-def load_tasks(store, operation_id):
+def load_tasks(store, operation_id, prefix=""):
     rows = store.db.execute(
         "SELECT id, node_id, action, service, depends_on, status, attempts FROM tasks"
-        " WHERE operation_id = ? ORDER BY seq", [operation_id]).fetchall()
+        " WHERE operation_id = ? AND substr(id, 1, ?) = ? ORDER BY seq",
+        [operation_id, len(prefix), prefix]).fetchall()
     # One parse for every row's list: a json.loads call per row costs more than the query.
     depends_on = json.loads("[" + ",".join(r[4] for r in rows) + "]")
     return [{"id": r[0], "node_id": r[1], "action": r[2], "service": r[3], "depends_on": deps,
@@ -208,8 +209,11 @@ class Executor:
         self.settings = settings or Settings()
         self.dispatch = dispatch or ThreadDispatch(self.settings.workers)
 
-    def run(self, operation, control=None):
+    def run(self, operation, control=None, prefix=""):
         """Run every task of ``operation`` (a dict with at least ``id``) that has not succeeded.
+
+        ``prefix`` limits the run to the tasks whose id starts with it (a rollback runs only
+        its own tasks; the operation's failed task keeps its status and output).
 
         Returns (ok, failed_task_id). Blocks until no task can make progress: all succeeded,
         one failed for good (its dependents are left PENDING), or the operation was cancelled.
@@ -218,7 +222,7 @@ class Executor:
         control = control or Control()
         done = queue.SimpleQueue()  # (task, outcome) from the workers; None is a poke
         control.wakeup = lambda: done.put(None)
-        state = _RunState(load_tasks(self.store, operation["id"]))
+        state = _RunState(load_tasks(self.store, operation["id"], prefix))
         in_flight = 0
         delayed = []  # heap of (due time, task id): retries waiting out their backoff
 

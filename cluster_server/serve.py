@@ -5,6 +5,7 @@ Served by waitress, a production WSGI server with a thread pool. Writes ``server
 """
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,14 @@ def main(argv=None):
     from cluster_server.app import create_app
 
     home = config.home()
+    # One server per home: two engines would run the same operations twice.
+    lock = open(home / "server.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        logging.getLogger("shoal.server").error(
+            "another Shoal server already runs for %s; not starting", home)
+        return 1
     # SHOAL_DEFAULT_CATALOG=0: start with an empty catalog (tests of the catalog itself).
     app = create_app(home, seed=os.environ.get("SHOAL_DEFAULT_CATALOG", "1") != "0")
     server = waitress.server.create_server(app, host=args.host, port=args.port,
@@ -56,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

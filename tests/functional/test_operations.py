@@ -131,6 +131,9 @@ def test_failed_create_rolls_back_everything(fake, fault):
     assert "rolling back" in events and "rolled back: nothing is left" in events
     rollback = [t for t in tasks(shoal, "c1") if "rollback:" in t["ID"]]
     assert rollback and all(t["Status"] == "SUCCEEDED" for t in rollback)
+    # The tasks that failed keep their status, so the task list shows what went wrong.
+    failed = [t for t in tasks(shoal, "c1") if t["Status"] == "FAILED"]
+    assert failed and not any("rollback:" in t["ID"] for t in failed)
     # The name is free again for a fresh create.
     assert shoal.json("cluster", "list")[0]["Status"] == "FAILED"
 

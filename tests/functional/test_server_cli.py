@@ -73,3 +73,34 @@ def test_version_and_completion(tmp_path):
     assert shoal.run("--version").stdout.startswith("shoal ")
     completion = shoal.run("complete").stdout
     assert "catalog" in completion and "template" in completion
+
+
+def test_many_first_commands_at_once_start_one_server(tmp_path):
+    import subprocess
+    import threading
+
+    shoal = Shoal(tmp_path / "home")
+    results = []
+
+    def run():
+        results.append(shoal.run("service", "list", "-f", "json", check=False))
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+        servers = []
+        for pid in subprocess.run(["pgrep", "-f", "cluster_server.serve"], capture_output=True,
+                                  text=True).stdout.split():
+            try:
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if f"SHOAL_HOME={shoal.home}".encode() in environ:
+                servers.append(pid)
+        assert len(servers) == 1
+    finally:
+        shoal.run("server", "stop")
