@@ -117,8 +117,18 @@ def test_an_address_another_home_listens_on_is_skipped(tmp_path):
         listener.close()
 
 
+def _free_window(size):
+    """The first run of ``size`` bindable ports below the ephemeral range (so that no
+    outgoing connection of another process can take one of them meanwhile)."""
+    base = 21000
+    while not all(LocalProvider._bindable(port) for port in range(base, base + size)):
+        base += size
+    return base
+
+
 def test_no_ports_left_is_a_clear_error(tmp_path):
-    provider = LocalProvider("local", {"port_base": 40000, "port_limit": 40019},
+    base = _free_window(20)
+    provider = LocalProvider("local", {"port_base": base, "port_limit": base + 19},
                              str(tmp_path / "home"))
     provider.create(spec("n1"))
     provider.create(spec("n2"))
