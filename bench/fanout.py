@@ -30,7 +30,10 @@ Rounds interleave the tools; each figure is the median of ``--runs`` rounds. Hos
 checked by every tool (Shoal pins them at CONFIRM; Ansible gets a known_hosts file).
 
 ``--profile`` also samples the Shoal server with py-spy (installed into the same venv) during
-the last round's create and prints where the task threads spend their time.
+the last round's create and prints where the task threads spend their time, and loads a
+``sitecustomize`` into that server only (PYTHONPATH, SHOAL_BENCH_TRACE) that times each task's
+runner call and the SSH commands in it, to split a task's time in the table into waiting for
+a worker, the SSH command, the rest of the runner, and handing the result back.
 
 Every container carries the label ``shoal.bench=fanout`` and ``shoal.bench.run=<id>``; all of
 this run's are removed at the end, on failure and on Ctrl-C too.
@@ -76,6 +79,40 @@ SSHD = ("mkdir -p /run/sshd /root/.ssh && ssh-keygen -A >/dev/null"
         " && printf '%s\\n' \"$AUTHORIZED_KEY\" > /root/.ssh/authorized_keys"
         " && chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys"
         " && exec /usr/sbin/sshd -D -e")
+
+
+# With --profile, the server (and only it) loads this through PYTHONPATH: it records when each
+# task's runner call starts and ends, to split a task's time in the table into waiting for a
+# worker, the action itself, and handing the result back to the executor.
+TRACE_SITE = """
+import sys
+if "cluster_server.serve" in getattr(sys, "orig_argv", ()):
+    import os, threading, time
+    import cluster_server.actions as actions
+    import extensions.transports as transports
+    _path, _lock, _local = os.environ["SHOAL_BENCH_TRACE"], threading.Lock(), threading.local()
+    _run, _ssh = actions.TaskRunner.run, transports.SSHTransport.run
+
+    def ssh(self, *args, **kwargs):
+        started = time.time()
+        try:
+            return _ssh(self, *args, **kwargs)
+        finally:
+            _local.ssh = getattr(_local, "ssh", 0.0) + time.time() - started
+
+    def run(self, task, operation):
+        _local.ssh = 0.0
+        started = time.time()
+        try:
+            return _run(self, task, operation)
+        finally:
+            ended = time.time()
+            with _lock, open(_path, "a") as f:
+                f.write(f"{task['id']} {started:.6f} {ended:.6f} {_local.ssh:.6f}\\n")
+
+    actions.TaskRunner.run = run
+    transports.SSHTransport.run = ssh
+"""
 
 
 def log(message):
@@ -324,6 +361,7 @@ class Shoal:
         self.env.update(settings)
         self.hosts = hosts
         self.pid = None
+        self.trace = None
 
     def cli(self, *args, check=True):
         result = subprocess.run([SHOAL, *map(str, args)], env=self.env, capture_output=True,
@@ -333,7 +371,13 @@ class Shoal:
                                f"\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self, workdir):
+    def start(self, workdir, trace=False):
+        if trace:
+            site = pathlib.Path(workdir) / "trace-site"
+            site.mkdir(parents=True, exist_ok=True)
+            (site / "sitecustomize.py").write_text(TRACE_SITE)
+            self.trace = pathlib.Path(workdir) / "trace.txt"
+            self.env.update(PYTHONPATH=str(site), SHOAL_BENCH_TRACE=str(self.trace))
         self.cli("server", "start")
         self.pid = json.loads((self.home / "server.json").read_text())["pid"]
         catalog = pathlib.Path(workdir) / "catalog"
@@ -375,6 +419,13 @@ class Shoal:
         if len(starts) != count or bad:
             raise RuntimeError(f"shoal: {len(starts)} START tasks, unexpected output: "
                                f"{bad[0]['output'][:200] if bad else ''}")
+        if self.trace and self.trace.exists():
+            runner = {}
+            for line in self.trace.read_text().splitlines():
+                task_id, started, ended, ssh = line.split()
+                runner[task_id] = (float(started), float(ended), float(ssh))
+            for t in tasks:
+                t["runner"] = runner.get(t["id"])
         first = min(t["started_at"] for t in tasks if t["action"] == "INSTALL")
         last = max(t["finished_at"] for t in starts)
         self.cli("cluster", "delete", name, "--wait")
@@ -386,14 +437,15 @@ class Shoal:
         db = sqlite3.connect(f"file:{self.home / 'shoal.db'}?mode=ro", uri=True)
         try:
             rows = db.execute(
-                "SELECT t.node_id, t.action, t.started_at, t.finished_at, t.output FROM tasks t"
+                "SELECT t.node_id, t.action, t.started_at, t.finished_at, t.output, t.id"
+                " FROM tasks t"
                 " WHERE t.operation_id = (SELECT o.id FROM operations o JOIN clusters c"
                 " ON c.id = o.cluster_id WHERE c.name = ? ORDER BY o.created_at DESC LIMIT 1)"
                 " AND t.action != 'JOIN' ORDER BY t.seq", [cluster]).fetchall()
         finally:
             db.close()
         return [{"node": r[0], "action": r[1], "started_at": r[2], "finished_at": r[3],
-                 "output": r[4] or ""} for r in rows]
+                 "output": r[4] or "", "id": r[5]} for r in rows]
 
     def stop(self):
         if self.pid:
@@ -424,6 +476,17 @@ def task_breakdown(tasks):
         group.sort(key=lambda t: t["started_at"])
         gaps += [b["started_at"] - a["finished_at"] for a, b in zip(group, group[1:])
                  if b["action"] in ("CONFIGURE", "START")]
+    traced = [t for t in tasks if t.get("runner") and t["action"] in ("INSTALL", "CONFIGURE",
+                                                                      "START")]
+    if traced:
+        def ms(values):
+            return f"{statistics.median(values) * 1000:.1f} ms"
+        lines.append(
+            "      a service action's time in the table, split (medians, --profile's trace):"
+            f" RUNNING committed -> runner starts {ms([t['runner'][0] - t['started_at'] for t in traced])};"
+            f" runner {ms([t['runner'][1] - t['runner'][0] for t in traced])}, of which"
+            f" SSHTransport.run {ms([t['runner'][2] for t in traced])};"
+            f" runner ends -> result recorded {ms([t['finished_at'] - t['runner'][1] for t in traced])}")
     if gaps:
         lines.append(f"      gap from a node's INSTALL to CONFIGURE, CONFIGURE to START: median {statistics.median(gaps) * 1000:.1f}"
                      f" ms, max {max(gaps) * 1000:.1f} ms")
@@ -620,7 +683,8 @@ def run_size(client, workdir, run_id, key_file, count, runs, which, tools, profi
             for i, (variant, env) in enumerate(settings.items()):
                 name = f"shoal[{variant}]" if variant else "shoal"
                 shoals[name] = Shoal(pathlib.Path(workdir) / f"n{count}-{i}", hosts, env)
-                shoals[name].start(pathlib.Path(workdir) / f"n{count}-{i}")
+                shoals[name].start(pathlib.Path(workdir) / f"n{count}-{i}",
+                                   trace=bool(profile) and not variant)
         profiler = Profiler(tools, profile) if profile and "shoal" in which else None
         figures = collections.defaultdict(list)
         last_tasks = None
