@@ -16,6 +16,9 @@ def shoal(tmp_path):
     client = Shoal(tmp_path / "home", default_catalog=True)
     client.run("server", "start")
     yield client
+    # A test that failed half way must not leave its nodes' processes serving behind it.
+    for cluster in client.json("cluster", "list"):
+        client.run("cluster", "delete", cluster["Name"], "--wait", check=False)
     client.run("server", "stop")
 
 
