@@ -7,6 +7,7 @@ is a shell, so the argv is quoted once with ``shlex.join`` right here and nowher
 import base64
 import collections
 import errno
+import fcntl
 import getpass
 import os
 import posixpath
@@ -520,3 +521,35 @@ class DockerExecTransport(Transport):
                                  f"{self.container_id[:12]}: {err.strip()}")
         self._put_archive(container, directory, name, data, mode)
         return target
+
+
+def ssh_keypair(path, comment="shoal"):
+    """An ed25519 key pair at ``path`` (private, 0600) and ``path.pub``, made once and then
+    read; safe across threads and processes. Returns the public key line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(path + ".pub"):
+            key = ed25519.Ed25519PrivateKey.generate()
+            private = key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.OpenSSH,
+                                        serialization.NoEncryption())
+            public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                   serialization.PublicFormat.OpenSSH)
+            _write_file(path, private, 0o600)
+            # The public half last: its presence means the pair is complete.
+            _write_file(path + ".pub", public + f" {comment}\n".encode(), 0o644)
+    with open(path + ".pub") as f:
+        return f.read().strip()
+
+
+def _write_file(path, data, mode):
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -11,15 +11,11 @@ import logging
 import os
 import posixpath
 import re
-import threading
 import time
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from cluster_server.errors import PluginError, TransportError
 from cluster_server.plugins import Field, NodeState
-from extensions.transports import SSHTransport, fetch_host_key
+from extensions.transports import SSHTransport, fetch_host_key, ssh_keypair
 
 LOG = logging.getLogger(__name__)
 
@@ -85,29 +81,15 @@ class ClusterKeys:
 
     def __init__(self, home, provider_name):
         self.dir = os.path.join(os.fspath(home), "keys", _SAFE.sub("_", provider_name))
-        self.lock = threading.Lock()
 
     def path(self, cluster_id):
         return os.path.join(self.dir, _SAFE.sub("_", cluster_id))
 
     def ensure(self, cluster_id):
         """The cluster's public key line (``ssh-ed25519 AAAA… shoal-<cluster>``), made once."""
-        path = self.path(cluster_id)
-        with self.lock:
-            if not os.path.exists(path + ".pub"):
-                os.makedirs(self.dir, mode=0o700, exist_ok=True)
-                os.chmod(self.dir, 0o700)
-                key = ed25519.Ed25519PrivateKey.generate()
-                private = key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.OpenSSH,
-                                            serialization.NoEncryption())
-                public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                       serialization.PublicFormat.OpenSSH)
-                _write(path, private, 0o600)
-                # The public half last: its presence means the pair is complete.
-                _write(path + ".pub", public + f" shoal-{cluster_id}\n".encode(), 0o644)
-            with open(path + ".pub") as f:
-                return f.read().strip()
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        return ssh_keypair(self.path(cluster_id), f"shoal-{cluster_id}")
 
     def public(self, cluster_id):
         try:
@@ -122,14 +104,6 @@ class ClusterKeys:
                 os.remove(self.path(cluster_id) + suffix)
             except FileNotFoundError:
                 pass
-
-
-def _write(path, data, mode):
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class SSHAccess:

@@ -18,8 +18,7 @@ import threading
 
 from cluster_server.errors import ProviderError, TransportError, ValidationError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
-from extensions.providers.local import file_lock
-from extensions.transports import DockerExecTransport, SSHTransport, fetch_host_key
+from extensions.transports import DockerExecTransport, SSHTransport, fetch_host_key, ssh_keypair
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +64,6 @@ def docker_client(base_url=None):
 def home_label(home):
     """Which Shoal home made a container: two homes on one engine never see each other's."""
     return hashlib.sha256(os.path.realpath(os.fspath(home)).encode()).hexdigest()[:16]
-
-
-def ssh_keypair(path):
-    """An ed25519 key pair at ``path`` (private, 0600) and ``path.pub``; made once, then read."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    with file_lock(path + ".lock"):
-        if not os.path.exists(path + ".pub"):
-            key = ed25519.Ed25519PrivateKey.generate()
-            private = key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.OpenSSH,
-                                        serialization.NoEncryption())
-            public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                   serialization.PublicFormat.OpenSSH)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(private)
-            with open(path + ".pub", "wb") as f:
-                f.write(public + b" shoal\n")
-        with open(path + ".pub") as f:
-            return f.read().strip()
 
 
 class DockerProvider(Provider):
