@@ -5,6 +5,7 @@ entries as they were when the cluster was made), records what providers report a
 as node facts, and turns every failure into a TaskOutcome with a readable output.
 """
 
+import concurrent.futures
 import json
 import logging
 import threading
@@ -31,6 +32,9 @@ class TaskRunner:
         self.providers = {}  # (cluster id) -> Provider instance
         self.automators = {}
         self.transports = {}  # (cluster id, node id) -> Transport, reused across tasks
+        # Replacing a failed node (delete + create) off the polling thread; rare, so few.
+        self.replacer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="shoal-replace")
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class TaskRunner:
         return TaskOutcome(True, f"created {info.resource_id}")
 
     def do_confirm(self, task, cluster, node, operation):
+        """A Future of the outcome: the node is waited for by the poller, holding no thread."""
         provider = self.provider(cluster)
         cancelled = operation.get("cancelled", lambda: False)
         facts = node["facts"]
@@ -153,13 +158,34 @@ class TaskRunner:
             info = self._replacement(cluster, node, provider)
         else:
             info = NodeInfo.from_dict(facts["resource"])
-        while True:
-            info = self.poller.wait(provider, info, cancelled)
-            if info.state == NodeState.RUNNING:
-                self.save_facts(cluster["id"], node["id"], "ACTIVE", resource=info.to_dict())
-                return TaskOutcome(True, f"{info.resource_id} is running "
-                                         f"({info.addresses.get('access_v4', '')})")
-            # The node failed or vanished: answer with DELETE and a fresh CREATE, then wait again.
+        result = concurrent.futures.Future()
+        self._confirm_when_up(cluster, node, provider, info, cancelled, result)
+        return result
+
+    def _confirm_when_up(self, cluster, node, provider, info, cancelled, result):
+        def settled(watch):
+            # Runs on the polling thread: quick store writes only; provider calls (a
+            # replacement) go to a worker of their own so the polling never waits on them.
+            try:
+                info = watch.result()
+                if info.state == NodeState.RUNNING:
+                    self.save_facts(cluster["id"], node["id"], "ACTIVE", resource=info.to_dict())
+                    result.set_result(TaskOutcome(True, f"{info.resource_id} is running "
+                                                        f"({info.addresses.get('access_v4', '')})"))
+                else:
+                    self.replacer.submit(self._replace, cluster, node, provider, info, cancelled,
+                                         result)
+            except Cancelled:
+                result.set_result(TaskOutcome(False, "cancelled", retry=False))
+            except Exception as exc:  # noqa: BLE001 (the task fails with the reason, readable)
+                result.set_result(TaskOutcome(False, str(exc)))
+
+        self.poller.watch(provider, info, cancelled).add_done_callback(settled)
+
+    def _replace(self, cluster, node, provider, info, cancelled, result):
+        """The node failed or vanished: answer with DELETE and a fresh CREATE, then wait again."""
+        try:
+            facts = node["facts"]
             reason = info.error or info.state.value
             LOG.warning("node %s/%s %s: %s; replacing it", cluster["name"], node["id"],
                         info.resource_id, reason)
@@ -168,13 +194,17 @@ class TaskRunner:
             facts["replaced"] = facts.get("replaced", 0) + 1
             if facts["replaced"] > 3:
                 self.save_facts(cluster["id"], node["id"], replaced=facts["replaced"])
-                return TaskOutcome(False, f"node failed {facts['replaced']} times: {reason}",
-                                   retry=False)
+                result.set_result(TaskOutcome(False, f"node failed {facts['replaced']} times: "
+                                                     f"{reason}", retry=False))
+                return
             # The intent (a new generation, hence a new token) is stored before the create call.
             facts["generation"] = facts.get("generation", 0) + 1
             self.save_facts(cluster["id"], node["id"], generation=facts["generation"],
                             replaced=facts["replaced"], replacing=True)
             info = self._replacement(cluster, node, provider)
+            self._confirm_when_up(cluster, node, provider, info, cancelled, result)
+        except Exception as exc:  # noqa: BLE001
+            result.set_result(TaskOutcome(False, str(exc)))
 
     def _replacement(self, cluster, node, provider):
         info = provider.create(self.node_spec(cluster, node))

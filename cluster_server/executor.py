@@ -7,6 +7,7 @@ runs ``fn`` somewhere and ``fn`` hands the outcome back to the executor. The def
 a pool of threads; a distributed one can replace it.
 """
 
+import concurrent.futures
 import dataclasses
 import heapq
 import json
@@ -19,6 +20,8 @@ LOG = logging.getLogger("shoal.executor")
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"
 JOIN = "JOIN"
+# A worker's message that its task now waits on a future (a node coming up) without a thread.
+PARKED = "PARKED"
 OUTPUT_LIMIT = 64 * 1024
 
 
@@ -35,6 +38,18 @@ class Settings:
     retries: int = 2  # attempts after the first
     backoff_base: float = 1.0  # seconds before the first retry; doubles each time
     backoff_max: float = 30.0
+
+
+def _settled(future):
+    """The TaskOutcome a parked task's future came to."""
+    try:
+        outcome = future.result()
+    except Exception as exc:
+        LOG.exception("a parked task failed")
+        return TaskOutcome(False, f"internal error: {exc}")
+    if not isinstance(outcome, TaskOutcome):
+        return TaskOutcome(False, f"internal error: a parked task gave {outcome!r}")
+    return outcome
 
 
 class ThreadDispatch:
@@ -223,7 +238,9 @@ class Executor:
         done = queue.SimpleQueue()  # (task, outcome) from the workers; None is a poke
         control.wakeup = lambda: done.put(None)
         state = _RunState(load_tasks(self.store, operation["id"], prefix))
-        in_flight = 0
+        in_flight = 0  # handed out and not finished
+        occupying = 0  # of those, the ones holding a worker (not parked on a future)
+        parked = set()
         delayed = []  # heap of (due time, task id): retries waiting out their backoff
 
         while state.remaining and state.failed is None and not control.cancelled:
@@ -235,7 +252,7 @@ class Executor:
                 # dispatch could no longer be held back by a pause, a cancel or a failure, and
                 # its started_at would be wrong. (Per operation: operations running at once
                 # can still queue behind each other in a shared dispatch.)
-                batch = state.take_ready(self.settings.workers - in_flight)
+                batch = state.take_ready(self.settings.workers - occupying)
             # The intent (RUNNING) of every task about to start is committed before any of them
             # starts; the results that made them ready are committed right after, off the path
             # from one task to the next. (A crash in between leaves those finished tasks
@@ -243,6 +260,7 @@ class Executor:
             self._mark_running(batch)
             for task in batch:
                 in_flight += 1
+                occupying += 1
                 self.dispatch.submit(self._worker(task, operation, done))
             self._record(state.take_results())
             if not in_flight and not delayed and not control.paused:
@@ -258,7 +276,15 @@ class Executor:
                 if item is None:
                     continue
                 task, outcome = item
+                if outcome is PARKED:
+                    occupying -= 1
+                    parked.add(task["id"])
+                    continue
                 in_flight -= 1
+                if task["id"] in parked:
+                    parked.discard(task["id"])
+                else:
+                    occupying -= 1
                 task["attempts"] += 1
                 if outcome.ok:
                     state.succeeded(task, outcome)
@@ -279,6 +305,8 @@ class Executor:
             if item is None:
                 continue
             task, outcome = item
+            if outcome is PARKED:
+                continue
             in_flight -= 1
             task["attempts"] += 1
             if outcome.ok:
@@ -300,6 +328,12 @@ class Executor:
             except Exception as exc:  # a runner bug must fail the task, not hang the operation
                 LOG.exception("task %s crashed", task["id"])
                 outcome = TaskOutcome(False, f"internal error: {exc}")
+            if isinstance(outcome, concurrent.futures.Future):
+                # The task waits for something else (the poller) to finish it: give the worker
+                # back, so a thousand nodes coming up do not hold a thousand threads.
+                done.put((task, PARKED))
+                outcome.add_done_callback(lambda future: done.put((task, _settled(future))))
+                return
             done.put((task, outcome))
         return work
 

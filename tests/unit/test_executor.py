@@ -466,3 +466,34 @@ def test_dispatch_survives_work_that_raises_and_shutdown_drops_what_has_not_star
     gate.set()
     time.sleep(0.05)
     assert ran == ["after crash"]
+
+
+def test_parked_tasks_give_their_worker_back(store, executors):
+    """A task whose runner returns a Future (a node coming up, finished by the poller) does not
+    hold a worker: with 2 workers, 20 such tasks are all waiting at once."""
+    import concurrent.futures
+
+    specs = [task(f"t{i}", f"n{i}", action="CONFIRM") for i in range(20)]
+    futures = {}
+    all_parked = threading.Event()
+
+    class ParkingRunner:
+        def run(self, task, operation):
+            future = concurrent.futures.Future()
+            futures[task["id"]] = future
+            if len(futures) == len(specs):
+                all_parked.set()
+            return future
+
+    executor = executors(store, ParkingRunner(), workers=2)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        zip(("ok", "failed"), executor.run(save_plan(store, specs)))))
+    thread.start()
+    assert all_parked.wait(5), f"only {len(futures)} of 20 tasks started with 2 workers"
+    for n, future in enumerate(list(futures.values())):
+        future.set_result(TaskOutcome(True, "up") if n != 3 else
+                          TaskOutcome(False, "failed", retry=False))
+    thread.join(5)
+    assert result["failed"] == f"{OP}/t3" and not result["ok"]
+    assert list(statuses(store).values()).count("SUCCEEDED") == 19
