@@ -43,8 +43,9 @@ def test_many_watches_share_one_call_a_round_and_one_thread():
     results = {key: future.result(10) for key, future in futures.items()}
     assert results["n7"].state == NodeState.FAILED
     assert {r.state for k, r in results.items() if k != "n7"} == {NodeState.RUNNING}
-    # Nodes added while it polls join the next round: a few rounds more, not a call per node.
-    assert len(cloud.calls) < 10 and sum(cloud.calls) == 3 * 500  # each node in 3 rounds
+    # Nodes added while it polls join the next round: some rounds more (how many depends on
+    # how the adding interleaves with the polling on a busy machine), never a call per node.
+    assert len(cloud.calls) < 50 and sum(cloud.calls) == 3 * 500  # each node in 3 rounds
     assert len(cloud.threads) == 1
 
 
