@@ -22,6 +22,8 @@ PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "PENDING", "RUNNING", "SUCCEEDED"
 JOIN = "JOIN"
 # A worker's message that its task now waits on a future (a node coming up) without a thread.
 PARKED = "PARKED"
+# Actions whose intent is committed before they start: they make something a crash could orphan.
+INTENT_ACTIONS = ("CREATE",)
 OUTPUT_LIMIT = 64 * 1024
 
 
@@ -257,12 +259,20 @@ class Executor:
             # starts; the results that made them ready are committed right after, off the path
             # from one task to the next. (A crash in between leaves those finished tasks
             # RUNNING too: they are run again, like any task caught running by a crash.)
-            self._mark_running(batch)
+            # Only a task that makes something (CREATE) needs its intent committed before it
+            # starts: any other task caught by a crash is simply run again, RUNNING or not. So
+            # the rest are marked together with the latest results, off the path from one task
+            # to the next.
+            intents = [task for task in batch if task["action"] in INTENT_ACTIONS]
+            started_at = time.time()
+            self._mark_running(intents, started_at)
             for task in batch:
                 in_flight += 1
                 occupying += 1
                 self.dispatch.submit(self._worker(task, operation, done))
-            self._record(state.take_results())
+            self._record(state.take_results(),
+                         [task for task in batch if task["action"] not in INTENT_ACTIONS],
+                         started_at)
             if not in_flight and not delayed and not control.paused:
                 break  # nothing running and nothing can start: only a broken graph gets here
             timeout = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
@@ -337,16 +347,21 @@ class Executor:
             done.put((task, outcome))
         return work
 
-    def _mark_running(self, batch):
+    def _mark_running(self, batch, at):
         # A RUNNING task is one whose effect may or may not have happened: after a crash it is
         # run again (idempotently).
         if batch:
-            now = time.time()
             with self.store.write() as db:
                 db.conn.executemany("UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
-                                    [(RUNNING, now, task["id"]) for task in batch])
+                                    [(RUNNING, at, task["id"]) for task in batch])
 
-    def _record(self, results):
+    def _record(self, results, started=(), started_at=None):
+        """Results, and tasks just started (RUNNING), in one transaction."""
+        if started:
+            with self.store.write():  # the nested writes join this one transaction
+                self._mark_running(started, started_at)
+                self._record(results)
+            return
         if results:
             with self.store.write() as db:
                 db.conn.executemany(

@@ -435,7 +435,9 @@ def test_status_attempts_output_and_times_are_stored(store, executors):
     assert table["two"]["started_at"] >= table["one"]["finished_at"]
 
 
-def test_intent_is_committed_before_a_task_runs(store, executors):
+def test_intent_is_committed_before_a_create_runs(store, executors):
+    # Only CREATE makes something a crash could orphan: its RUNNING mark must be in the store
+    # before it starts (other tasks are marked off the critical path and simply re-run).
     seen = {}
 
     def look():
@@ -443,7 +445,7 @@ def test_intent_is_committed_before_a_task_runs(store, executors):
         seen.update(rows(store)["a1"])
 
     runner = Runner(on_start={"a1": look})
-    ok, _ = executors(store, runner).run(save_plan(store, [task("a1", "a")]))
+    ok, _ = executors(store, runner).run(save_plan(store, [task("a1", "a", action="CREATE")]))
     assert ok
     assert seen["status"] == "RUNNING" and seen["started_at"]
 
