@@ -493,8 +493,8 @@ def test_parked_tasks_give_their_worker_back(store, executors):
         zip(("ok", "failed"), executor.run(save_plan(store, specs)))))
     thread.start()
     assert all_parked.wait(5), f"only {len(futures)} of 20 tasks started with 2 workers"
-    for n, future in enumerate(list(futures.values())):
-        future.set_result(TaskOutcome(True, "up") if n != 3 else
+    for task_id, future in list(futures.items()):
+        future.set_result(TaskOutcome(True, "up") if task_id != f"{OP}/t3" else
                           TaskOutcome(False, "failed", retry=False))
     thread.join(5)
     assert result["failed"] == f"{OP}/t3" and not result["ok"]
