@@ -159,6 +159,20 @@ class Store:
             raise
         conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Several reads that see one state of the store (WAL gives a read transaction one
+        snapshot), so a reply never mixes rows from before and after a commit."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self.db
+            return
+        conn.execute("BEGIN")
+        try:
+            yield self.db
+        finally:
+            conn.execute("COMMIT")
+
     def migrate(self):
         with self.write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")

@@ -100,7 +100,9 @@ def cluster_view(store, cluster):
 def show_cluster(name):
     """One cluster: status, nodes with addresses and services, links, last operation."""
     store = current_app.store
-    return jsonify(cluster_view(store, operations.get_cluster(store, g.tenant, name)))
+    with store.snapshot():
+        view = cluster_view(store, operations.get_cluster(store, g.tenant, name))
+    return jsonify(view)
 
 
 @bp.delete("/clusters/<name>")
