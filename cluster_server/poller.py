@@ -9,6 +9,7 @@ cloud, not Shoal, decides when something failed).
 import concurrent.futures
 import logging
 import threading
+import time
 
 from cluster_server.plugins import NodeState
 
@@ -34,6 +35,9 @@ class ProviderPoller:
         self.lock = threading.Lock()
         self.waiters = {}  # resource id -> list of _Waiter
         self.wake = threading.Event()
+        # After a wake-up for a new node, wait this long so a burst of new nodes (many CONFIRMs
+        # finishing their creates together) shares one call instead of making one each.
+        self.gather = min(base, 0.05)
         self.thread = None
         self.calls = 0  # describe calls made (for benchmarks and tests)
 
@@ -107,8 +111,9 @@ class ProviderPoller:
                             finished = True
             if finished:
                 delay = self.base
-            self.wake.wait(delay)
-            if not self.wake.is_set():
+            if self.wake.wait(delay):
+                time.sleep(self.gather)
+            else:
                 delay = min(self.ceiling, delay * 2)
 
 

@@ -1,6 +1,7 @@
 """The poller: one describe call a round for every pending node, one thread, no timeout."""
 
 import threading
+import time
 
 import pytest
 
@@ -36,17 +37,38 @@ class Cloud:
 
 def test_many_watches_share_one_call_a_round_and_one_thread():
     cloud = Cloud(rounds=3, failing={"n7"})
+    # The first call (about n0 alone) waits until every watch is added: the rounds that follow
+    # are then fixed whatever the machine's load, and must ask about all 500 nodes at once.
+    added = threading.Event()
+    describe = cloud.describe
+    cloud.describe = lambda infos: (added.wait(10), describe(infos))[1]
     poller = Poller(base=0.01, ceiling=0.05)
     before = threading.active_count()
     futures = {f"n{i}": poller.watch(cloud, NodeInfo(resource_id=f"n{i}")) for i in range(500)}
     assert threading.active_count() - before <= 1  # the polling thread, nothing per node
+    added.set()
     results = {key: future.result(10) for key, future in futures.items()}
     assert results["n7"].state == NodeState.FAILED
     assert {r.state for k, r in results.items() if k != "n7"} == {NodeState.RUNNING}
-    # Nodes added while it polls join the next round: some rounds more (how many depends on
-    # how the adding interleaves with the polling on a busy machine), never a call per node.
-    assert len(cloud.calls) < 50 and sum(cloud.calls) == 3 * 500  # each node in 3 rounds
+    # The first call asks about the k nodes added before the thread ran; they are done after the
+    # third round, the other 500 - k after the fourth.
+    assert cloud.calls[1:3] == [500, 500] and len(cloud.calls) <= 4, cloud.calls
+    assert sum(cloud.calls) == 3 * 500
     assert len(cloud.threads) == 1
+
+
+def test_a_burst_of_new_nodes_shares_one_call():
+    # Nodes added one by one, a millisecond apart: a wake-up for each would make a call each;
+    # the poller gathers the burst into a round or two instead.
+    cloud = Cloud(rounds=1)
+    poller = Poller(base=0.2, ceiling=30)
+    futures = []
+    for i in range(20):
+        futures.append(poller.watch(cloud, NodeInfo(resource_id=f"b{i}")))
+        time.sleep(0.001)
+    for future in futures:
+        future.result(5)
+    assert len(cloud.calls) <= 6, cloud.calls  # about 20 without the gathering
 
 
 def test_a_cancelled_wait_stops_waiting():

@@ -10,6 +10,8 @@ can check that one action finished before another began. Fields of a service act
   (attempts are counted in ``SHOAL_HOME/fake-automator-attempts.json``, and logged as
   ``attempt``; 0 when not counted).
 * ``fail_if_exists``: a path (relative to SHOAL_HOME); the action fails while it exists.
+* ``hold_while_exists``: a path (relative to SHOAL_HOME); the action waits while it exists, so
+  a test can hold many operations in flight at once and see them there.
 * ``command``: an argv list run on the node through the transport; its result is the action's.
 """
 
@@ -35,6 +37,7 @@ class FakeAutomator(Automator):
         "fail": Field(default=False, help="true: the action fails"),
         "fail_times": Field(default=0, help="the first N attempts on a node fail"),
         "fail_if_exists": Field(help="fail while this file (under SHOAL_HOME) exists"),
+        "hold_while_exists": Field(help="wait while this file (under SHOAL_HOME) exists"),
         "command": Field(help="argv run on the node through the transport"),
     }
 
@@ -59,6 +62,9 @@ class FakeAutomator(Automator):
                  "node": node, "service": service, "action": action, "attempt": attempt}
         self.log(event="begin", fields=fields, config=context.get("config", {}), **where)
         time.sleep(float(fields.get("sleep") or 0))
+        hold = fields.get("hold_while_exists")
+        while hold and os.path.exists(os.path.join(os.fspath(self.home), hold)):
+            time.sleep(0.02)
         reason = ""
         if _true(fields.get("fail")):
             reason = "injected failure (fail=true)"
