@@ -16,7 +16,8 @@ import time
 from cluster_server import clouds
 from cluster_server.errors import PluginError, ProviderError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
-from extensions.providers.cloud import SSH_FIELDS, ClusterKeys, SSHAccess, ssh_cidrs, wait_until
+from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, image_and_flavor,
+                                       ssh_cidrs, wait_until)
 
 LOG = logging.getLogger(__name__)
 
@@ -235,15 +236,7 @@ class AWSProvider(Provider):
         return self._root_devices[image_id]
 
     def create(self, spec):
-        image_id = (spec.image or {}).get("image")
-        instance_type = (spec.flavor or {}).get("flavor")
-        if not image_id or not instance_type:
-            raise PluginError(
-                f"provider '{self.name}': image type {spec.imagetype} needs an 'image' and "
-                f"hardware type {spec.hardwaretype} a 'flavor' in their providermap",
-                {"provider": self.name, "imagetype": spec.imagetype,
-                 "hardwaretype": spec.hardwaretype})
-        ssh_cidrs(self)  # refuse before anything is made
+        image_id, instance_type = image_and_flavor(self, spec)  # refuse before anything is made
         # An instance launched before a crash carries our token: it is this node.
         for instance in self._instances([{"Name": f"tag:{TAG_TOKEN}", "Values": [spec.token]}]):
             LOG.info("node %s: found %s from an earlier attempt", spec.node_id,

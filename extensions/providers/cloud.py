@@ -68,6 +68,21 @@ def ssh_cidrs(provider):
     return cidrs
 
 
+def image_and_flavor(provider, spec):
+    """The ``image`` and ``flavor`` a node's providermap entries name; refuses when either is
+    missing or ``ssh_cidr`` is, so that nothing is made in the cloud for a node that cannot be."""
+    image = (spec.image or {}).get("image")
+    flavor = (spec.flavor or {}).get("flavor")
+    if not image or not flavor:
+        raise PluginError(
+            f"provider '{provider.name}': image type {spec.imagetype} needs an 'image' and "
+            f"hardware type {spec.hardwaretype} a 'flavor' in their providermap",
+            {"provider": provider.name, "imagetype": spec.imagetype,
+             "hardwaretype": spec.hardwaretype})
+    ssh_cidrs(provider)
+    return image, flavor
+
+
 def backoff(base=None, ceiling=30.0):
     """Intervals for waits with no timeout: ``SHOAL_POLL_BASE`` (default 1 s), doubling."""
     delay = float(base or os.environ.get("SHOAL_POLL_BASE") or 1.0)

@@ -19,7 +19,8 @@ import uuid
 from cluster_server import clouds
 from cluster_server.errors import PluginError, ProviderError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
-from extensions.providers.cloud import SSH_FIELDS, ClusterKeys, SSHAccess, ssh_cidrs, wait_until
+from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, image_and_flavor,
+                                       ssh_cidrs, wait_until)
 
 LOG = logging.getLogger(__name__)
 
@@ -199,15 +200,7 @@ class GCPProvider(Provider):
     def create(self, spec):
         from google.cloud import compute_v1
 
-        image = (spec.image or {}).get("image")
-        machine_type = (spec.flavor or {}).get("flavor")
-        if not image or not machine_type:
-            raise PluginError(
-                f"provider '{self.name}': image type {spec.imagetype} needs an 'image' and "
-                f"hardware type {spec.hardwaretype} a 'flavor' in their providermap",
-                {"provider": self.name, "imagetype": spec.imagetype,
-                 "hardwaretype": spec.hardwaretype})
-        ssh_cidrs(self)  # refuse before anything is made
+        image, machine_type = image_and_flavor(self, spec)  # refuse before anything is made
         public = self._cluster(spec.cluster_id)
         name = self.instance_name(spec)
         user = (spec.image or {}).get("sshuser") or self.ssh.default_user
