@@ -61,19 +61,26 @@ def pid_file(role):
 # -- daemons -----------------------------------------------------------------------------------
 
 
-class BackendHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"backend {self.server.name} ({self.server.server_address[0]})\n".encode()
-        self.send_response(200)
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """What the three daemons share: a whole answer in one call, and no access log."""
+
+    def _answer(self, status, body):
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, *args):
-        pass
+        pass  # a daemon's log is its stderr file: one line per request would only fill it
 
 
-class BalancerHandler(http.server.BaseHTTPRequestHandler):
+class BackendHandler(_Handler):
+    def do_GET(self):
+        body = f"backend {self.server.name} ({self.server.server_address[0]})\n".encode()
+        self._answer(200, body)
+
+
+class BalancerHandler(_Handler):
     def do_GET(self):
         backends = self.server.backends()
         if not backends:
@@ -91,17 +98,8 @@ class BalancerHandler(http.server.BaseHTTPRequestHandler):
                 continue  # that backend is down: try the next one
         return self._answer(502, b"every backend failed\n")
 
-    def _answer(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
-
-
-class KVHandler(http.server.BaseHTTPRequestHandler):
+class KVHandler(_Handler):
     def do_GET(self):
         if self.path == "/_dump":
             return self._answer(200, json.dumps(self.server.data).encode())
@@ -116,15 +114,6 @@ class KVHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         self.server.data[self.path.lstrip("/")] = self.rfile.read(length).decode()
         return self._answer(204, b"")
-
-    def _answer(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def serve(role, address, extra):
