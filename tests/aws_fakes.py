@@ -10,15 +10,15 @@ window to kill the Shoal server in), or keep new instances "pending" for some po
 import collections
 import contextlib
 import http.client
-import http.server
 import logging
 import re
-import socket
 import threading
 import time
 import urllib.parse
 
 import boto3
+
+from tests.httpfake import LoopbackHTTP
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "AKIDSHOALTEST", "aws_secret_access_key": "shoal-test-secret"}
@@ -68,7 +68,7 @@ def error_xml(code, message):
             "<RequestID>shoal-fault</RequestID></Response>").encode()
 
 
-class EC2Proxy:
+class EC2Proxy(LoopbackHTTP):
     """A loopback HTTP server forwarding to ``upstream`` (moto), with counters and faults."""
 
     def __init__(self, upstream):
@@ -82,56 +82,7 @@ class EC2Proxy:
         self.seen = collections.Counter()  # instance id -> DescribeInstances it appeared in
         self.hooks = collections.defaultdict(list)  # action -> fn(params, response body)
         self.log = []  # (action, params) of every call, in order
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                # Headers and body go out as two writes: without this, each answer waits for
-                # the client's delayed ACK (40 ms).
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers, reply = proxy.handle(self.path, dict(self.headers), body)
-                try:
-                    self.send_response(status)
-                    for name, value in headers:
-                        if name.lower() not in ("content-length", "connection",
-                                                "transfer-encoding", "server", "date"):
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply)))
-                    self.end_headers()
-                    self.wfile.write(reply)
-                except OSError:
-                    pass  # the client is gone (a killed Shoal server): the call happened anyway
-
-            do_GET = do_POST
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       name="ec2-proxy")
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__("ec2-proxy")
 
     # -- what tests set --------------------------------------------------------------------------
 
@@ -146,7 +97,7 @@ class EC2Proxy:
 
     # -- the proxy -------------------------------------------------------------------------------
 
-    def handle(self, path, headers, body):
+    def respond(self, method, path, headers, body):
         params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
         action = params.get("Action", "")
         with self.lock:
@@ -161,7 +112,11 @@ class EC2Proxy:
             headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
             conn.request("POST", path, body, headers)
             response = conn.getresponse()
-            status, reply, reply_headers = response.status, response.read(), response.getheaders()
+            status, reply = response.status, response.read()
+            # These describe moto's connection, not the answer: our server writes its own.
+            reply_headers = [(name, value) for name, value in response.getheaders()
+                             if name.lower() not in ("content-length", "connection",
+                                                     "transfer-encoding", "server", "date")]
         finally:
             conn.close()
         if action == "DescribeInstances" and status == 200:

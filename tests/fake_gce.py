@@ -11,14 +11,14 @@ state changes, a response held back after the change is made.
 """
 
 import collections
-import http.server
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 import urllib.parse
+
+from tests.httpfake import LoopbackHTTP
 
 BASE = "/compute/v1/projects/"
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -60,7 +60,7 @@ def _matches(item, filter_text):
     return True
 
 
-class FakeGCE:
+class FakeGCE(LoopbackHTTP):
     def __init__(self, project="shoal-test", zones=("us-central1-a", "us-central1-b"),
                  polls_per_state=2, op_polls=1):
         self.project = project
@@ -81,64 +81,7 @@ class FakeGCE:
         self.insert_delay = 0.0  # seconds to hold an insert's response (after making it)
         self.on_running = []  # fn(instance) when an instance first shows RUNNING
         self.ids = itertools.count(1000000001)
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                # Headers and body go out as two writes: without this, each answer waits for
-                # the client's delayed ACK (40 ms).
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def _serve(self, method):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body = fake.handle(method, self.path, dict(self.headers), raw)
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=UTF-8")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the caller is gone (a killed Shoal server): the change was made
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def do_DELETE(self):
-                self._serve("DELETE")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       name="fake-gce")
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__("fake-gce")
 
     def link(self, path):
         return f"{self.url}{BASE}{self.project}/{path}"
@@ -165,6 +108,11 @@ class FakeGCE:
         return lines
 
     # -- dispatch --------------------------------------------------------------------------------
+
+    def respond(self, method, path, headers, raw):
+        status, body = self.handle(method, path, headers, raw)
+        data = json.dumps(body).encode()
+        return status, [("Content-Type", "application/json; charset=UTF-8")], data
 
     def handle(self, method, path, headers, raw):
         url = urllib.parse.urlsplit(path)
