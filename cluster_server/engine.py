@@ -99,7 +99,11 @@ class Engine:
         return self._control(op_id, ("PAUSED",), "RUNNING", paused=False)
 
     def cancel(self, op_id):
-        return self._control(op_id, ("RUNNING", "PAUSED"), "CANCELLING", cancelled=True)
+        changed = self._control(op_id, ("RUNNING", "PAUSED"), "CANCELLING", cancelled=True)
+        poller = getattr(self.runner, "poller", None)
+        if changed and poller:
+            poller.wake()  # nodes still coming up see the cancel now, not after a long backoff
+        return changed
 
     def _control(self, op_id, before, after, **flags):
         control = self.control(op_id)

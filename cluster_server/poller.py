@@ -137,5 +137,13 @@ class Poller:
     def wait(self, provider, info, cancelled=lambda: False):
         return self.poller(provider).wait(info, cancelled)
 
+    def wake(self):
+        """Poll every provider now instead of at the end of its backoff: a cancel is seen at
+        the start of a round, and rounds can be 30 s apart."""
+        with self.lock:
+            pollers = list(self.pollers.values())
+        for poller in pollers:
+            poller.wake.set()
+
     def watch(self, provider, info, cancelled=lambda: False):
         return self.poller(provider).watch(info, cancelled)

@@ -113,3 +113,19 @@ def test_a_node_added_during_a_round_is_polled_at_once():
     second = poller.watch(cloud, NodeInfo(resource_id="n2"))  # arrives during that call
     assert first.result(5).state == NodeState.RUNNING
     assert second.result(5).state == NodeState.RUNNING  # not after a 30 s backoff
+
+
+def test_a_cancel_is_seen_at_once_when_the_poller_is_woken():
+    # After a few rounds the backoff is long (here 10 s); wake() makes the next round now.
+    cloud = Cloud(rounds=10 ** 9)
+    poller = Poller(base=10, ceiling=10)
+    cancelled = threading.Event()
+    future = poller.watch(cloud, NodeInfo(resource_id="n1"), cancelled.is_set)
+    deadline = time.monotonic() + 5
+    while not cloud.calls:  # the first round has been made: the next is 10 s away
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cancelled.set()
+    poller.wake()
+    with pytest.raises(Cancelled):
+        future.result(2)
