@@ -2,9 +2,10 @@
 time per node, every state change in SQLite so a restarted server carries on.
 
 The executor knows nothing of providers or automators: it hands each ready task to a ``runner``
-(``runner.run(task, operation) -> TaskOutcome``) through a ``dispatch`` interface: ``submit(fn)``
-runs ``fn`` somewhere and ``fn`` hands the outcome back to the executor. The default dispatch is
-a pool of threads; a distributed one can replace it.
+(``runner.run(task, operation) -> TaskOutcome``, or a Future of one) through a ``dispatch``
+interface: ``submit(fn)`` runs ``fn`` somewhere; ``fn`` runs the task, settles its outcome and
+goes on with what that made ready. The default dispatch is a pool of threads; a distributed one
+can replace it.
 """
 
 import concurrent.futures
@@ -20,8 +21,6 @@ LOG = logging.getLogger("shoal.executor")
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"
 JOIN = "JOIN"
-# A worker's message that its task now waits on a future (a node coming up) without a thread.
-PARKED = "PARKED"
 # Actions whose intent is committed before they start: they make something a crash could orphan.
 INTENT_ACTIONS = ("CREATE",)
 OUTPUT_LIMIT = 64 * 1024
@@ -134,39 +133,59 @@ class _RunState:
 
     def __init__(self, tasks):
         self.tasks = {t["id"]: t for t in tasks}
-        self.results = []   # (task, outcome, finished at) not yet in the store
+        self.results = []   # (id, status, attempts, output, finished at) not yet in the store
         self.ready = []     # heap of (key, task id)
         self.parked = {}    # node -> ready task ids waiting for that node to be free
         self.busy = set()   # nodes running an action
         self.failed = None
-        open_tasks = [t for t in tasks if t["status"] not in (SUCCEEDED, SKIPPED)]
+        finished = {t["id"] for t in tasks if t["status"] in (SUCCEEDED, SKIPPED)}
+        open_tasks = [t for t in tasks if t["id"] not in finished]
         self.remaining = len(open_tasks)
         self.waiting = {}   # task id -> number of unfinished predecessors
-        self.dependents = {t["id"]: [] for t in open_tasks}
+        self.dependents = dependents = {t["id"]: [] for t in open_tasks}
         for task in open_tasks:
-            deps = [d for d in task["depends_on"]
-                    if self.tasks[d]["status"] not in (SUCCEEDED, SKIPPED)]
-            self.waiting[task["id"]] = len(deps)
-            for dep in deps:
-                self.dependents[dep].append(task["id"])
+            task_id, unmet = task["id"], 0
+            for dep in task["depends_on"]:
+                if dep not in finished:
+                    unmet += 1
+                    dependents[dep].append(task_id)
+            self.waiting[task_id] = unmet
         # Among ready tasks, the one with the longest chain of work behind it goes first: when
         # tasks compete for a node or a worker, that is what keeps the whole run shortest.
         # Ties go by the plan's order (tasks come sorted by seq).
-        first = [t["id"] for t in open_tasks if self.waiting[t["id"]] == 0]
-        order, unmet = list(first), dict(self.waiting)
-        for task_id in order:  # Kahn's algorithm: the list grows as tasks become ready
-            for child in self.dependents[task_id]:
-                unmet[child] -= 1
-                if unmet[child] == 0:
-                    order.append(child)
-        work = {}
-        for task_id in reversed(order):
-            own = 0 if self.tasks[task_id]["action"] == JOIN else 1
-            work[task_id] = own + max((work[c] for c in self.dependents[task_id]), default=0)
-        # (A task on a cycle never becomes ready; the run stops when nothing else can start.)
+        work = self._work(open_tasks, reversed(open_tasks))  # the planner's order is topological
+        if work is None:
+            work = self._work(open_tasks, reversed(self._topological(open_tasks)))
         self.key = {t["id"]: (-work.get(t["id"], 0), i) for i, t in enumerate(open_tasks)}
-        for task_id in first:
-            self.make_ready(task_id)
+        for task_id in [t["id"] for t in open_tasks if not self.waiting[t["id"]]]:
+            self.make_ready(task_id)  # (a JOIN made ready makes its dependents ready at once)
+
+    def _work(self, tasks, backwards):
+        """Task id -> the number of tasks on the longest chain from it (JOINs are free), or
+        None when ``backwards`` has a task before one that depends on it."""
+        work = {}
+        for task in backwards:
+            most = 0
+            try:
+                for child in self.dependents[task["id"]]:
+                    if work[child] > most:
+                        most = work[child]
+            except KeyError:
+                return None
+            work[task["id"]] = most + (task["action"] != JOIN)
+        return work
+
+    def _topological(self, tasks):
+        """Kahn's algorithm. A task on a cycle is left out: it never becomes ready, and the run
+        stops when nothing else can start."""
+        order = [t for t in tasks if not self.waiting[t["id"]]]
+        unmet = dict(self.waiting)
+        for task in order:  # the list grows as tasks become ready
+            for child in self.dependents[task["id"]]:
+                unmet[child] -= 1
+                if not unmet[child]:
+                    order.append(self.tasks[child])
+        return order
 
     def make_ready(self, task_id):
         task = self.tasks[task_id]
@@ -192,7 +211,9 @@ class _RunState:
 
     def _finished(self, task, status, outcome):
         task["status"] = status
-        self.results.append((task, outcome, time.time()))
+        # What to write, as it is now: the task may run again before the write.
+        self.results.append((task["id"], status, task["attempts"], outcome.output[-OUTPUT_LIMIT:],
+                             time.time()))
         if task["action"] != JOIN:
             self.busy.discard(task["node_id"])
             for task_id in self.parked.pop(task["node_id"], ()):
@@ -219,6 +240,204 @@ class _RunState:
         return results
 
 
+class _Run:
+    """One run of an operation's tasks.
+
+    The worker that finishes a task settles it and starts what that made ready: the first such
+    task on its own thread, the others through the dispatch. So a node's chain of actions goes
+    from one to the next with no hand-off between threads, and no task waits for a central loop
+    to notice its predecessor ended. The caller's thread only records in the store what the
+    workers did (in batches, off their path), wakes retries whose backoff is over, and waits for
+    the end. Everything in ``state`` and the counters below is guarded by ``lock``.
+    """
+
+    FLUSH = 0.05  # seconds between writes of results while tasks keep finishing
+
+    def __init__(self, executor, operation, control, tasks):
+        self.store = executor.store
+        self.executor = executor
+        self.runner = executor.runner
+        self.settings = executor.settings
+        self.dispatch = executor.dispatch
+        self.operation = operation
+        self.control = control
+        self.state = _RunState(tasks)
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        control.wakeup = self.wake.set
+        self.in_flight = 0  # handed out and not finished
+        self.occupying = 0  # of those, the ones holding a worker (not parked on a future)
+        self.parked = set()
+        self.delayed = []  # heap of (due time, task id): retries waiting out their backoff
+        self.started = []  # (task, started at) of tasks whose RUNNING is not yet recorded
+        self.idle = False  # the recording thread sleeps until something happens
+
+    # -- under the lock ------------------------------------------------------------------------
+
+    def _stopping(self):
+        return self.state.failed is not None or self.control.cancelled
+
+    def _take(self):
+        """Claim the ready tasks that may start now.
+
+        No more tasks handed out than there are workers: a task queued inside the dispatch
+        could no longer be held back by a pause, a cancel or a failure. (Per operation:
+        operations running at once can still queue behind each other in a shared dispatch.)
+        """
+        if self.control.paused or self._stopping():
+            return []
+        batch = self.state.take_ready(self.settings.workers - self.occupying)
+        if batch:
+            self.in_flight += len(batch)
+            self.occupying += len(batch)
+            # Started now, as far as the store is concerned (a task handed to the dispatch
+            # starts as soon as a thread takes it, as the limit above leaves one free).
+            now = time.time()
+            self.started.extend((task, now) for task in batch
+                                if task["action"] not in INTENT_ACTIONS)
+            self._note()
+        return batch
+
+    def _over(self):
+        if self.in_flight:
+            return False
+        # Nothing running: done, stopped, or (not paused, no retry due later) nothing can
+        # start, which only a broken graph gets to.
+        return not self.state.remaining or self._stopping() or (
+            not self.delayed and not self.control.paused)
+
+    def _note(self):
+        """Something to record: wake the recording thread if it sleeps with nothing to do (when
+        it is busy it comes back for it within FLUSH seconds)."""
+        if self.idle:
+            self.idle = False
+            self.wake.set()
+
+    # -- on the workers ------------------------------------------------------------------------
+
+    def _launch(self, batch, keep=True):
+        """Start the tasks of ``batch`` through the dispatch, but with ``keep`` the first one:
+        it is returned for the calling worker to run itself.
+
+        A CREATE makes something a crash could orphan: its intent (RUNNING) is committed before
+        it starts, one transaction for the batch. Any other task caught by a crash is simply
+        run again, so its RUNNING mark goes with the next batch of results.
+        """
+        if not batch:
+            return None
+        intents = [(task, time.time()) for task in batch if task["action"] in INTENT_ACTIONS]
+        try:
+            self.executor._mark_running(intents)
+        except Exception as exc:  # it must not start; the attempt fails (and is retried)
+            LOG.exception("could not record the start of %d tasks", len(intents))
+            for task, _ in intents:
+                task["unrecorded"] = f"internal error: could not record its start: {exc}"
+        rest = batch[1:] if keep else batch
+        if len(rest) > 1 and keep:
+            # Handing out many tasks takes a while (each wakes a thread that then competes for
+            # the interpreter): let another thread do it while this one starts its own task.
+            self.dispatch.submit(lambda: self._hand_out(rest))
+        else:
+            self._hand_out(rest)
+        return batch[0] if keep else None
+
+    def _hand_out(self, batch):
+        for task in batch:
+            self.dispatch.submit(lambda task=task: self._work(task))
+
+    def _work(self, task):
+        while task is not None:
+            task = self._run_one(task)
+
+    def _run_one(self, task):
+        """Run one task, settle it, and return the next task this worker runs (or None)."""
+        error = task.pop("unrecorded", None)
+        outcome = TaskOutcome(False, error) if error else None
+        if outcome is None:
+            try:
+                outcome = self.runner.run(task, self.operation)
+            except Exception as exc:  # a runner bug must fail the task, not hang the operation
+                LOG.exception("task %s crashed", task["id"])
+                outcome = TaskOutcome(False, f"internal error: {exc}")
+        if isinstance(outcome, concurrent.futures.Future):
+            # The task waits for something else (the poller) to finish it: give the worker
+            # back, so a thousand nodes coming up do not hold a thousand threads.
+            with self.lock:
+                self.occupying -= 1
+                self.parked.add(task["id"])
+                batch = self._take()
+            # (Settled on the thread that completes the future: it only hands work out.)
+            outcome.add_done_callback(lambda future: self._launch(
+                self._settle(task, _settled(future)), keep=False))
+        else:
+            batch = self._settle(task, outcome)
+        return self._launch(batch)
+
+    def _settle(self, task, outcome):
+        """Record a finished attempt; return the tasks it lets start, already claimed."""
+        with self.lock:
+            self.in_flight -= 1
+            if task["id"] in self.parked:
+                self.parked.discard(task["id"])
+            else:
+                self.occupying -= 1
+            task["attempts"] += 1
+            stopping = self._stopping()
+            retry = False
+            if outcome.ok:
+                # Once the run stops, what a finishing task would make ready is not started.
+                self.state.succeeded(task, outcome, release=not stopping)
+            elif outcome.retry and task["attempts"] <= self.settings.retries and not stopping:
+                self.state.retrying(task, outcome)
+                delay = min(self.settings.backoff_max,
+                            self.settings.backoff_base * 2 ** (task["attempts"] - 1))
+                heapq.heappush(self.delayed, (time.monotonic() + delay, task["id"]))
+                retry = True
+            else:
+                self.state.failed_for_good(task, outcome)
+            batch = self._take()
+            self._note()
+            if retry or self._over():
+                self.wake.set()
+        return batch
+
+    # -- on the caller's thread ----------------------------------------------------------------
+
+    def wait(self):
+        while True:
+            self.wake.clear()
+            with self.lock:
+                # Taken before a retry starts below: the result of the attempt before must be
+                # written before the retry's RUNNING mark, not over it.
+                results, started = self.state.take_results(), self.started
+                self.started = []
+                while self.delayed and self.delayed[0][0] <= time.monotonic():
+                    self.state.make_ready(heapq.heappop(self.delayed)[1])
+                batch = self._take()  # the first tasks, retries now due, or after a resume
+                over = self._over()
+                # While tasks keep finishing, their results are written every FLUSH seconds;
+                # with nothing to write, the thread sleeps until a worker has something.
+                self.idle = not (results or started or self.started)
+                due = self.delayed[0][0] if self.delayed else None
+            self.executor._record(results, started)
+            self._launch(batch, keep=False)
+            if over:
+                break
+            timeout = None if self.idle else self.FLUSH
+            if due is not None:
+                timeout = max(0.0, min(timeout or due, due - time.monotonic()))
+            # Woken early by the end of the run, a retry to schedule, or a pause, resume or
+            # cancel.
+            self.wake.wait(timeout)
+        ok = self.state.failed is None and not self.control.cancelled and not \
+            self.state.remaining
+        if not ok:
+            # Nothing of this operation runs any more: a task still RUNNING in the store (left by
+            # a crash and not reached again) has not started, as far as anyone can tell.
+            self.executor._reset_running(self.operation["id"])
+        return ok, self.state.failed
+
+
 class Executor:
     def __init__(self, store, runner, settings=None, dispatch=None):
         self.store = store
@@ -237,129 +456,22 @@ class Executor:
         Tasks already running are always let finish; none is left RUNNING in the store.
         """
         control = control or Control()
-        done = queue.SimpleQueue()  # (task, outcome) from the workers; None is a poke
-        control.wakeup = lambda: done.put(None)
-        state = _RunState(load_tasks(self.store, operation["id"], prefix))
-        in_flight = 0  # handed out and not finished
-        occupying = 0  # of those, the ones holding a worker (not parked on a future)
-        parked = set()
-        delayed = []  # heap of (due time, task id): retries waiting out their backoff
+        run = _Run(self, operation, control, load_tasks(self.store, operation["id"], prefix))
+        return run.wait()
 
-        while state.remaining and state.failed is None and not control.cancelled:
-            while delayed and delayed[0][0] <= time.monotonic():
-                state.make_ready(heapq.heappop(delayed)[1])
-            batch = []
-            if not control.paused:
-                # No more tasks handed out than there are workers: a task queued inside the
-                # dispatch could no longer be held back by a pause, a cancel or a failure, and
-                # its started_at would be wrong. (Per operation: operations running at once
-                # can still queue behind each other in a shared dispatch.)
-                batch = state.take_ready(self.settings.workers - occupying)
-            # The intent (RUNNING) of every task about to start is committed before any of them
-            # starts; the results that made them ready are committed right after, off the path
-            # from one task to the next. (A crash in between leaves those finished tasks
-            # RUNNING too: they are run again, like any task caught running by a crash.)
-            # Only a task that makes something (CREATE) needs its intent committed before it
-            # starts: any other task caught by a crash is simply run again, RUNNING or not. So
-            # the rest are marked together with the latest results, off the path from one task
-            # to the next.
-            intents = [task for task in batch if task["action"] in INTENT_ACTIONS]
-            started_at = time.time()
-            self._mark_running(intents, started_at)
-            for task in batch:
-                in_flight += 1
-                occupying += 1
-                self.dispatch.submit(self._worker(task, operation, done))
-            self._record(state.take_results(),
-                         [task for task in batch if task["action"] not in INTENT_ACTIONS],
-                         started_at)
-            if not in_flight and not delayed and not control.paused:
-                break  # nothing running and nothing can start: only a broken graph gets here
-            timeout = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
-            try:
-                finished = [done.get(timeout=timeout)]
-            except queue.Empty:
-                continue
-            while not done.empty():
-                finished.append(done.get())
-            for item in finished:
-                if item is None:
-                    continue
-                task, outcome = item
-                if outcome is PARKED:
-                    occupying -= 1
-                    parked.add(task["id"])
-                    continue
-                in_flight -= 1
-                if task["id"] in parked:
-                    parked.discard(task["id"])
-                else:
-                    occupying -= 1
-                task["attempts"] += 1
-                if outcome.ok:
-                    state.succeeded(task, outcome)
-                elif outcome.retry and task["attempts"] <= self.settings.retries \
-                        and not control.cancelled:
-                    state.retrying(task, outcome)
-                    delay = min(self.settings.backoff_max,
-                                self.settings.backoff_base * 2 ** (task["attempts"] - 1))
-                    heapq.heappush(delayed, (time.monotonic() + delay, task["id"]))
-                else:
-                    state.failed_for_good(task, outcome)
-
-        # Let tasks already running finish, so nothing is left half done behind our back; what
-        # they would make ready is not started.
-        self._record(state.take_results())
-        while in_flight:
-            item = done.get()
-            if item is None:
-                continue
-            task, outcome = item
-            if outcome is PARKED:
-                continue
-            in_flight -= 1
-            task["attempts"] += 1
-            if outcome.ok:
-                state.succeeded(task, outcome, release=False)
-            else:
-                state.failed_for_good(task, outcome)
-            self._record(state.take_results())
-        ok = state.failed is None and not control.cancelled and not state.remaining
-        if not ok:
-            # Nothing of this operation runs any more: a task still RUNNING in the store (left by
-            # a crash and not reached again) has not started, as far as anyone can tell.
-            self._reset_running(operation["id"])
-        return ok, state.failed
-
-    def _worker(self, task, operation, done):
-        def work():
-            try:
-                outcome = self.runner.run(task, operation)
-            except Exception as exc:  # a runner bug must fail the task, not hang the operation
-                LOG.exception("task %s crashed", task["id"])
-                outcome = TaskOutcome(False, f"internal error: {exc}")
-            if isinstance(outcome, concurrent.futures.Future):
-                # The task waits for something else (the poller) to finish it: give the worker
-                # back, so a thousand nodes coming up do not hold a thousand threads.
-                done.put((task, PARKED))
-                outcome.add_done_callback(lambda future: done.put((task, _settled(future))))
-                return
-            done.put((task, outcome))
-        return work
-
-    def _mark_running(self, batch, at):
-        # A RUNNING task is one whose effect may or may not have happened: after a crash it is
-        # run again (idempotently).
-        if batch:
+    def _mark_running(self, started):
+        """``started``: (task, started at) pairs. A RUNNING task is one whose effect may or may
+        not have happened: after a crash it is run again (idempotently)."""
+        if started:
             with self.store.write() as db:
                 db.conn.executemany("UPDATE tasks SET status = ?, started_at = ? WHERE id = ?",
-                                    [(RUNNING, at, task["id"]) for task in batch])
+                                    [(RUNNING, at, task["id"]) for task, at in started])
 
-    def _record(self, results, started=(), started_at=None):
-        """Results, and tasks just started (RUNNING), in one transaction."""
+    def _record(self, results, started=()):
+        """Tasks just started (RUNNING) and results, in one transaction."""
         if started:
             with self.store.write():  # the nested writes join this one transaction
-                self._mark_running(started, started_at)
+                self._mark_running(started)
                 self._record(results)
             return
         if results:
@@ -367,8 +479,8 @@ class Executor:
                 db.conn.executemany(
                     "UPDATE tasks SET status = ?, attempts = ?, output = ?, finished_at = ?"
                     " WHERE id = ?",
-                    [(task["status"], task["attempts"], outcome.output[-OUTPUT_LIMIT:], at,
-                      task["id"]) for task, outcome, at in results])
+                    [(status, attempts, output, at, task_id)
+                     for task_id, status, attempts, output, at in results])
 
     def _reset_running(self, operation_id):
         with self.store.write() as db:
