@@ -293,8 +293,9 @@ class _Run:
             # Started now, as far as the store is concerned (a task handed to the dispatch
             # starts as soon as a thread takes it, as the limit above leaves one free).
             now = time.time()
-            self.started.extend((task, now) for task in batch
-                                if task["action"] not in INTENT_ACTIONS)
+            for task in batch:
+                if task["action"] not in INTENT_ACTIONS:
+                    self.started.append((task, now))
             self._note()
         return batch
 
