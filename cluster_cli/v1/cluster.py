@@ -60,7 +60,20 @@ def layout_request(parsed_args):
 
 
 class _Operation(ShoalCommand):
-    """Base of the commands that start an operation: ``--wait`` follows it."""
+    """Base of the commands that start an operation: ``--wait`` follows it.
+
+    A subclass with a ``verb`` posts ``body()`` to ``/clusters/NAME/<verb>``.
+    """
+
+    verb = ""
+
+    def body(self, parsed_args):
+        return {}
+
+    def take_action(self, parsed_args):
+        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
+                                  self.body(parsed_args))
+        self.started(parsed_args, result, parsed_args.name)
 
     def add_wait(self, parser):
         parser.add_argument("--wait", action="store_true",
@@ -228,18 +241,14 @@ class ResizeCluster(_Operation):
 
 
 class _ServicesChange(_Operation):
-    verb = ""
-
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name", metavar="NAME")
         parser.add_argument("services", metavar="SERVICE", nargs="+")
         return self.add_wait(parser)
 
-    def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
-                                  {"services": parsed_args.services})
-        self.started(parsed_args, result, parsed_args.name)
+    def body(self, parsed_args):
+        return {"services": parsed_args.services}
 
 
 class AddServices(_ServicesChange):
@@ -255,8 +264,6 @@ class RemoveServices(_ServicesChange):
 
 
 class _ServiceControl(_Operation):
-    verb = ""
-
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name", metavar="NAME")
@@ -267,11 +274,6 @@ class _ServiceControl(_Operation):
 
     def body(self, parsed_args):
         return {"services": parsed_args.services} if parsed_args.services else {}
-
-    def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
-                                  self.body(parsed_args))
-        self.started(parsed_args, result, parsed_args.name)
 
 
 class StartCluster(_ServiceControl):
@@ -349,14 +351,12 @@ class ResumeCluster(_Control):
 class RetryCluster(_Operation):
     """Retry the failed operation of an INCONSISTENT cluster from where it failed."""
 
+    verb = "retry"
+
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name", metavar="NAME")
         return self.add_wait(parser)
-
-    def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/retry")
-        self.started(parsed_args, result, parsed_args.name)
 
 
 class ClusterEvents(ShoalCommand):
