@@ -33,6 +33,10 @@ How it works, and why it does not blow up like Coopr's search:
 
 The work is exponential only in the number of units (placing services under cantcoexist rules
 contains graph colouring), never in the number of nodes.
+
+Where each part lives: ``problem`` (checking the arguments, the services, types and units),
+``pools`` (current machines: which to remove or pin; kinds and pools), ``search`` (the dynamic
+programme), ``layout`` (the result), ``explain`` (why no layout fits), ``words`` (phrasing).
 """
 
 from cluster_server.errors import ValidationError
