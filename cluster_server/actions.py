@@ -20,6 +20,9 @@ LOG = logging.getLogger("shoal.actions")
 
 CLEANUP = "CLEANUP"  # rollback's last task: orphans found by label, then per-cluster resources
 UNDO_ACTIONS = ("STOP", "REMOVE")
+# A node that fails to come up is replaced at most this many times by one CONFIRM: a cloud that
+# fails every instance must end the wait, not loop on it.
+REPLACEMENTS = 3
 
 
 class TaskRunner:
@@ -159,10 +162,10 @@ class TaskRunner:
         else:
             info = NodeInfo.from_dict(facts["resource"])
         result = concurrent.futures.Future()
-        self._confirm_when_up(cluster, node, provider, info, cancelled, result)
+        self._confirm_when_up(cluster, node, provider, info, cancelled, result, 0)
         return result
 
-    def _confirm_when_up(self, cluster, node, provider, info, cancelled, result):
+    def _confirm_when_up(self, cluster, node, provider, info, cancelled, result, replaced):
         def settled(watch):
             # Runs on the polling thread: quick store writes only; provider calls (a
             # replacement) go to a worker of their own so the polling never waits on them.
@@ -174,7 +177,7 @@ class TaskRunner:
                                                         f"({info.addresses.get('access_v4', '')})"))
                 else:
                     self.replacer.submit(self._replace, cluster, node, provider, info, cancelled,
-                                         result)
+                                         result, replaced)
             except Cancelled:
                 result.set_result(TaskOutcome(False, "cancelled", retry=False))
             except Exception as exc:  # noqa: BLE001 (the task fails with the reason, readable)
@@ -182,8 +185,12 @@ class TaskRunner:
 
         self.poller.watch(provider, info, cancelled).add_done_callback(settled)
 
-    def _replace(self, cluster, node, provider, info, cancelled, result):
-        """The node failed or vanished: answer with DELETE and a fresh CREATE, then wait again."""
+    def _replace(self, cluster, node, provider, info, cancelled, result, replaced):
+        """The node failed or vanished: answer with DELETE and a fresh CREATE, then wait again.
+
+        At most REPLACEMENTS times per attempt of the CONFIRM (counted here, not in the node's
+        facts), so that ``cluster retry`` tries afresh.
+        """
         try:
             facts = node["facts"]
             reason = info.error or info.state.value
@@ -191,18 +198,19 @@ class TaskRunner:
                         info.resource_id, reason)
             if info.state != NodeState.GONE:
                 provider.delete(info)
-            facts["replaced"] = facts.get("replaced", 0) + 1
-            if facts["replaced"] > 3:
+            replaced += 1
+            facts["replaced"] = facts.get("replaced", 0) + 1  # over the node's life, to show
+            if replaced > REPLACEMENTS:
                 self.save_facts(cluster["id"], node["id"], replaced=facts["replaced"])
-                result.set_result(TaskOutcome(False, f"node failed {facts['replaced']} times: "
-                                                     f"{reason}", retry=False))
+                result.set_result(TaskOutcome(False, f"node failed {replaced} times: {reason}",
+                                              retry=False))
                 return
             # The intent (a new generation, hence a new token) is stored before the create call.
             facts["generation"] = facts.get("generation", 0) + 1
             self.save_facts(cluster["id"], node["id"], generation=facts["generation"],
                             replaced=facts["replaced"], replacing=True)
             info = self._replacement(cluster, node, provider)
-            self._confirm_when_up(cluster, node, provider, info, cancelled, result)
+            self._confirm_when_up(cluster, node, provider, info, cancelled, result, replaced)
         except Exception as exc:  # noqa: BLE001
             result.set_result(TaskOutcome(False, str(exc)))
 

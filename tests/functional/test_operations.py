@@ -181,6 +181,23 @@ def test_a_node_that_fails_to_come_up_is_replaced(fake):
     assert all(t["Status"] == "SUCCEEDED" for t in confirms)
 
 
+def test_a_node_that_keeps_failing_fails_the_change_and_retry_tries_afresh(fake):
+    # Instances 3-6 of the cluster fail: the resize's new node is replaced 3 times, then its
+    # CONFIRM gives up. The replacement limit is per attempt: a retry gets instance 7, which runs.
+    shoal = fake(providers={"fake": {"fail_state_nth": "3,4,5,6"}})
+    create(shoal, "c1", 2)
+    result = shoal.run("cluster", "resize", "c1", "--size", "3", "--wait", check=False)
+    assert result.returncode != 0
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "INCONSISTENT"
+    assert "node failed 4 times" in cluster["operation"]["error"]
+    shoal.run("cluster", "retry", "c1", "--wait")
+    cluster = show(shoal, "c1")
+    assert cluster["status"] == "ACTIVE"
+    assert_matches_cloud(shoal, cluster, 3)
+    assert cloud.load(shoal.home)["counters"]["instances_made"][cluster["id"]] == 7
+
+
 def test_failed_change_leaves_cluster_inconsistent_until_retry(fake):
     shoal = fake(service_fields={"app": {"stop": {"fail_if_exists": "stop-broken"}}})
     create(shoal, "c1", 3)
