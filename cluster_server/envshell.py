@@ -84,11 +84,15 @@ def _write(path, text, mode=0o600):
     os.replace(tmp, path)
 
 
-def prepare(store, home, tenant, name, command=None, tty=True, cli=None):
+def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=None):
     """Create the shell's container for cluster ``name``; return what the CLI needs to attach.
 
-    ``command`` (an argv list) runs instead of an interactive shell.
+    ``command`` (an argv list) runs instead of an interactive shell; with ``stdin`` it reads
+    what the caller sends until the caller closes its side.
     """
+    for field, value in (("tty", tty), ("stdin", stdin)):
+        if not isinstance(value, bool):
+            raise ValidationError(f"{field} must be true or false", {"field": field})
     if command is not None and (not isinstance(command, list) or not command
                                 or not all(isinstance(a, str) for a in command)):
         raise ValidationError("command must be a non-empty list of strings (an argv)",
@@ -122,9 +126,9 @@ def prepare(store, home, tenant, name, command=None, tty=True, cli=None):
     })
     argv = command or ["bash"]  # not a login shell: /etc/profile would reset PATH
     container = automator.create_container(
-        image, argv, env=env, mounts=mounts, network=network, tty=bool(tty),
+        image, argv, env=env, mounts=mounts, network=network, tty=tty, stdin=stdin,
         labels={"shoal.cluster": cluster["id"], "shoal.role": "shell"},
         hostname=f"shoal-{cluster['name']}"[:63])
     return {"container": container.id, "docker_host": automator.engine_url(),
-            "image": image, "cli": cli, "network": network, "tty": bool(tty),
+            "image": image, "cli": cli, "network": network, "tty": tty, "stdin": stdin,
             "command": shlex.join(argv), "inventory": data}

@@ -12,12 +12,13 @@ bp = Blueprint("envshell", __name__)
 @bp.post("/clusters/<name>/shell")
 def prepare_shell(name):
     """Create (not start) a shell container for the cluster: body ``{command?: [argv], tty?,
-    cli?}``. The caller attaches to it on the engine named by ``docker_host`` and removes it."""
+    stdin?, cli?}``. The caller attaches to it on the engine named by ``docker_host`` and
+    removes it."""
     data = json_body(required=False)
-    unknown = sorted(set(data) - {"command", "tty", "cli"})
+    unknown = sorted(set(data) - {"command", "tty", "stdin", "cli"})
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}", {"fields": unknown})
     result = envshell.prepare(current_app.store, current_app.config["SHOAL_HOME"], g.tenant,
                               name, command=data.get("command"), tty=data.get("tty", True),
-                              cli=data.get("cli"))
+                              stdin=data.get("stdin", False), cli=data.get("cli"))
     return jsonify(result), 201

@@ -239,14 +239,19 @@ class DockerCLIAutomator(Automator):
     # -- containers -----------------------------------------------------------------------------
 
     def create_container(self, image, argv, *, docker_host=None, env=None, mounts=None,
-                         network="bridge", tty=False, labels=None, hostname=None):
+                         network="bridge", tty=False, stdin=False, labels=None, hostname=None):
         """Create (not start) a container of ``image`` running ``argv``; ``mounts`` is
-        ``{host path: container path}``, every one read-only. Returns the container."""
+        ``{host path: container path}``, every one read-only. With ``stdin`` the command reads
+        what is sent on an attached stream, and sees its end when the sender closes its side.
+        Returns the container."""
         client = self.client(docker_host)
         volumes = {host: {"bind": target, "mode": "ro"} for host, target in (mounts or {}).items()}
         kwargs = {"command": list(argv), "environment": env or {}, "volumes": volumes,
                   "labels": {"shoal.home": home_label(self.home), **(labels or {})},
-                  "tty": tty, "stdin_open": tty, "detach": True}
+                  "tty": tty, "stdin_open": tty or stdin,
+                  # Not detached: the engine attaches stdin and closes it once the first
+                  # attached client ends its input (StdinOnce), so the command sees EOF.
+                  "detach": not stdin}
         if network in ("bridge", "host", "none"):
             kwargs["network_mode"] = network
         elif network:

@@ -1,6 +1,7 @@
 """Clusters of containers through the real CLI and server: the docker provider (docker exec and
 SSH), the docker-cli automator with the aws CLI image, and the environment shell."""
 
+import hashlib
 import json
 import os
 import sys
@@ -221,6 +222,18 @@ def test_environment_shell_reaches_every_node(shoal, docker_client, aws_image, t
     assert sorted(n["id"] for n in inventory["nodes"]) == sorted(n["id"] for n in nodes)
     result = shoal.run("cluster", "exec", "env", "--", "cat", "/run/shoal/inventory.json")
     assert json.loads(result.stdout)["cluster"]["name"] == "env"
+    # -i: our stdin goes to the command, and its end ends the command's input.
+    piped = "".join(f"line {i}\n" for i in range(20000))  # more than one read or frame
+    result = shoal.run("cluster", "exec", "env", "-i", "--", "sh", "-c",
+                       "sha256sum; echo done >&2", input=piped)
+    assert result.stdout.split()[0] == hashlib.sha256(piped.encode()).hexdigest()
+    assert result.stderr.strip().endswith("done")
+    assert shoal.run("cluster", "exec", "-i", "env", "--", "cat", input="before NAME").stdout \
+        == "before NAME"
+    assert "unknown option(s) before '--': -z" in shoal.fails(
+        "cluster", "exec", "env", "-z", "--", "cat").stderr
+    # Without -i the command's stdin is empty, whatever ours holds.
+    assert shoal.run("cluster", "exec", "env", "--", "cat", input="not sent").stdout == ""
 
     # shell: a real terminal; ssh to each node by id and by hostname prints its hostname.
     env = {**shoal.env, "TERM": "dumb"}
