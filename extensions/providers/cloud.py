@@ -68,9 +68,33 @@ def ssh_cidrs(provider):
     return cidrs
 
 
+def gib(provider, key):
+    """A size field as a whole number of GiB, or None when it is not set."""
+    value = provider.config.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        size = int(str(value).strip())
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise PluginError(f"provider '{provider.name}': field '{key}' must be a whole number of "
+                          f"GiB, not {value!r}",
+                          {"entity": "provider", "name": provider.name, "field": key})
+    return size
+
+
 def image_and_flavor(provider, spec):
     """The ``image`` and ``flavor`` a node's providermap entries name; refuses when either is
-    missing or ``ssh_cidr`` is, so that nothing is made in the cloud for a node that cannot be."""
+    missing or ``ssh_cidr`` is, or when a field the provider does not support has a value
+    (``provider.unsupported``: {field: why}; Coopr catalogs carry such fields, and a value
+    silently ignored would make a node other than the one asked for). So nothing is made in
+    the cloud for a node that cannot be."""
+    for key, why in getattr(provider, "unsupported", {}).items():
+        if provider.config.get(key) not in (None, ""):
+            raise PluginError(f"provider '{provider.name}': field '{key}' is not supported: {why}",
+                              {"entity": "provider", "name": provider.name, "field": key,
+                               "reason": "unsupported"})
     image = (spec.image or {}).get("image")
     flavor = (spec.flavor or {}).get("flavor")
     if not image or not flavor:
