@@ -16,8 +16,8 @@ import time
 from cluster_server import clouds
 from cluster_server.errors import PluginError, ProviderError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
-from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, image_and_flavor,
-                                       ssh_cidrs, wait_until)
+from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, gib,
+                                       image_and_flavor, ssh_cidrs, truthy, wait_until)
 
 LOG = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ STATE_MAP = {"pending": NodeState.PENDING, "running": NodeState.RUNNING,
              "shutting-down": NodeState.FAILED, "terminated": NodeState.FAILED,
              "stopping": NodeState.FAILED, "stopped": NodeState.FAILED}
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+DATA_DEVICE = "/dev/sdf"  # aws_ebs_size's volume (Coopr's name for it)
 #: DescribeInstances takes at most 200 filter values per call.
 FILTER_VALUES = 200
 #: A new instance may be missing from DescribeInstances for a moment (eventual consistency).
@@ -41,6 +42,11 @@ def _csv(value):
 class AWSProvider(Provider):
     """EC2 instances, one security group and one key pair per cluster."""
 
+    unsupported = {
+        "ssh_keypair": "Shoal makes and keeps a key pair per cluster",
+        "ssh_key_resource": "Shoal makes and keeps a key pair per cluster",
+    }
+
     fields = {
         "aws_region": Field(help="region (default: the one 'shoal setup aws' recorded)"),
         "api_user": Field(sensitive=True, help="access key id (default: the AWS profile or "
@@ -53,10 +59,18 @@ class AWSProvider(Provider):
         "security_group_ids": Field(help="more security groups for every instance, "
                                          "comma-separated"),
         "iam_instance_profile": Field(help="instance profile name or ARN"),
+        "security_groups": Field(help="more security groups for every instance, by name (in "
+                                      "the cluster's VPC), comma-separated"),
         "aws_root_ebs_size": Field(help="root volume size in GiB (default: the image's)"),
         "aws_root_ebs_delete_on_term": Field(default=True, help="delete the root volume with "
                                                                 "the instance"),
+        "aws_ebs_size": Field(help=f"a data volume of this many GiB on every node "
+                                   f"({DATA_DEVICE})"),
+        "aws_ebs_delete_on_term": Field(default=True, help="delete the data volume with the "
+                                                           "instance"),
         "availability_zone": Field(help="availability zone"),
+        "placement_group": Field(help="placement group to launch the instances in"),
+        "dedicated_instance": Field(help="true: instances run on single-tenant hardware"),
         "associate_public_ip": Field(help="give instances in subnet_id a public address"),
         "describe_page_size": Field(default=1000, help="instances per DescribeInstances page"),
         **SSH_FIELDS,
@@ -227,6 +241,22 @@ class AWSProvider(Provider):
         """EC2 takes at most 64 ASCII characters."""
         return token if len(token) <= 64 else hashlib.sha256(token.encode()).hexdigest()
 
+    def _groups_named(self, names):
+        """The ids of the security groups ``names`` in the cluster's VPC."""
+        if not names:
+            return []
+        found = {g["GroupName"]: g["GroupId"] for g in self._call(
+            "describe_security_groups", Filters=[{"Name": "group-name", "Values": names},
+                                                 {"Name": "vpc-id", "Values": [self._vpc_id()]}]
+        )["SecurityGroups"]}
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise PluginError(f"provider '{self.name}': security_groups: no group named "
+                              f"{', '.join(missing)} in the VPC",
+                              {"entity": "provider", "name": self.name,
+                               "field": "security_groups", "missing": missing})
+        return [found[name] for name in names]
+
     def _root_device(self, image_id):
         if image_id not in self._root_devices:
             images = self._call("describe_images", ImageIds=[image_id])["Images"]
@@ -243,7 +273,8 @@ class AWSProvider(Provider):
                      instance["InstanceId"])
             return self._info(instance, spec=spec)
         resources = self._cluster(spec.cluster_id)
-        groups = [resources["group_id"], *_csv(self.config.get("security_group_ids"))]
+        groups = [resources["group_id"], *_csv(self.config.get("security_group_ids")),
+                  *self._groups_named(_csv(self.config.get("security_groups")))]
         params = {
             "ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
             "ClientToken": self.client_token(spec.token), "KeyName": resources["key_name"],
@@ -265,15 +296,21 @@ class AWSProvider(Provider):
         if profile:
             params["IamInstanceProfile"] = ({"Arn": profile} if profile.startswith("arn:")
                                             else {"Name": profile})
-        if self.config.get("availability_zone"):
-            params["Placement"] = {"AvailabilityZone": self.config["availability_zone"]}
-        size = self.config.get("aws_root_ebs_size")
-        if size not in (None, ""):
-            delete_on_term = str(self.config.get("aws_root_ebs_delete_on_term", True)).lower()
-            params["BlockDeviceMappings"] = [{
-                "DeviceName": self._root_device(image_id),
-                "Ebs": {"VolumeSize": int(size),
-                        "DeleteOnTermination": delete_on_term not in ("0", "false", "no")}}]
+        placement = {"AvailabilityZone": self.config.get("availability_zone"),
+                     "GroupName": self.config.get("placement_group"),
+                     "Tenancy": "dedicated" if truthy(self.config.get("dedicated_instance", ""))
+                     else None}
+        if any(placement.values()):
+            params["Placement"] = {key: value for key, value in placement.items() if value}
+        volumes = []
+        for key, device in (("aws_root_ebs", None), ("aws_ebs", DATA_DEVICE)):
+            size = gib(self, f"{key}_size")
+            if size:
+                volumes.append({"DeviceName": device or self._root_device(image_id),
+                                "Ebs": {"VolumeSize": size, "DeleteOnTermination": truthy(
+                                    self.config.get(f"{key}_delete_on_term", True))}})
+        if volumes:
+            params["BlockDeviceMappings"] = volumes
         instance = self._call("run_instances", **params)["Instances"][0]
         LOG.info("node %s: launched %s", spec.node_id, instance["InstanceId"])
         return self._info(instance, spec=spec)

@@ -122,6 +122,44 @@ def test_fields_from_the_catalog_reach_run_instances(tmp_path, proxy, cluster, m
     ec2.delete_security_group(GroupId=extra_group)
 
 
+def test_coopr_fields_reach_run_instances(tmp_path, proxy, cluster, moto):
+    # Coopr's names: a group by name, a data volume, a placement group, dedicated tenancy.
+    ec2 = ec2_client(moto)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]
+    named = ec2.create_security_group(GroupName=f"named-{cluster}", Description="named")["GroupId"]
+    # (Not made first: moto's CreatePlacementGroup fails with a 500, and RunInstances does not
+    # check the name. What is checked is what goes on the wire.)
+    provider = make(tmp_path, proxy, security_groups=f"named-{cluster}", aws_ebs_size="100",
+                    aws_ebs_delete_on_term="false", placement_group=f"pg-{cluster}",
+                    dedicated_instance="true")
+    info = provider.create(spec(cluster, "n1", image=image["ImageId"]))
+    run = [params for action, params in proxy.log if action == "RunInstances"][0]
+    assert (run["BlockDeviceMapping.1.DeviceName"], run["BlockDeviceMapping.1.Ebs.VolumeSize"],
+            run["BlockDeviceMapping.1.Ebs.DeleteOnTermination"]) == ("/dev/sdf", "100", "false")
+    assert "BlockDeviceMapping.2.DeviceName" not in run  # the root volume is left as it is
+    assert (run["Placement.GroupName"], run["Placement.Tenancy"]) == (f"pg-{cluster}", "dedicated")
+    assert named in {run["SecurityGroupId.1"], run["SecurityGroupId.2"]}
+    provider.delete(info)
+    provider.cleanup_cluster(cluster)
+    ec2.delete_security_group(GroupId=named)
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"security_groups": "no-such-group"}, "security_groups"),
+    ({"aws_ebs_size": "lots"}, "aws_ebs_size"),
+    ({"ssh_keypair": "my-key"}, "ssh_keypair"),
+])
+def test_bad_or_unsupported_fields_are_refused_before_an_instance_is_made(
+        tmp_path, proxy, cluster, moto, fields, field):
+    image = ec2_client(moto).describe_images(Owners=["amazon"])["Images"][0]
+    provider = make(tmp_path, proxy, **fields)
+    with pytest.raises(PluginError) as error:
+        provider.create(spec(cluster, "n1", image=image["ImageId"]))
+    assert error.value.details["field"] == field and field in str(error.value)
+    assert not [a for a, _ in proxy.log if a == "RunInstances"]
+    provider.cleanup_cluster(cluster)
+
+
 def test_describe_is_one_call_per_page_for_many_pending_nodes(tmp_path, proxy, moto,
                                                                monkeypatch):
     clusters = [f"c-{uuid.uuid4().hex[:12]}" for _ in range(2)]
