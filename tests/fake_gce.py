@@ -271,6 +271,7 @@ class FakeGCE(LoopbackHTTP):
             if not body.get(field):
                 raise HTTPError(400, "required", f"Required field 'resource.{field}' not "
                                 "specified")
+        self._check_disks(body["disks"])
         if (zone, name) in self.instances:
             raise HTTPError(409, "alreadyExists", f"The resource 'projects/{self.project}/zones/"
                             f"{zone}/instances/{name}' already exists")
@@ -297,11 +298,7 @@ class FakeGCE(LoopbackHTTP):
             "tags": {**body.get("tags", {}), "fingerprint": "42WmSpB8rSM="},
             "metadata": {"kind": "compute#metadata", "fingerprint": "8BkIzYqh6Xo=",
                          "items": body.get("metadata", {}).get("items", [])},
-            "disks": [{"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE",
-                       "boot": True, "autoDelete": True, "deviceName": "persistent-disk-0",
-                       "index": 0, "source": self.link(f"zones/{zone}/disks/{name}"),
-                       "diskSizeGb": str(body["disks"][0].get("initializeParams", {})
-                                         .get("diskSizeGb", 10))}],
+            "disks": self._attached(zone, name, body["disks"]),
             "networkInterfaces": [{
                 "kind": "compute#networkInterface", "name": "nic0",
                 "network": self.link(body["networkInterfaces"][0].get(
@@ -317,6 +314,41 @@ class FakeGCE(LoopbackHTTP):
         }
         self.instances[(zone, name)] = instance
         return self._operation("insert", target, zone, request_id)
+
+    @staticmethod
+    def _check_disks(disks):
+        """The insert's disks as Compute checks them: the first and only the first is the boot
+        disk, and each is made from ``initializeParams`` (an existing ``source`` disk is not
+        something this fake holds)."""
+        for index, disk in enumerate(disks):
+            if bool(disk.get("boot")) != (index == 0):
+                raise HTTPError(400, "invalid", "Invalid value for field 'resource.disks"
+                                f"[{index}].boot': '{str(bool(disk.get('boot'))).lower()}'. "
+                                "The boot disk must be the first disk, and the only one.")
+            if "initializeParams" not in disk:
+                raise HTTPError(400, "required", f"Required field 'resource.disks[{index}]."
+                                "initializeParams' not specified")
+            size = disk["initializeParams"].get("diskSizeGb")
+            if size is not None and (not str(size).isdigit() or int(size) <= 0):
+                raise HTTPError(400, "invalid", f"Invalid value for field 'resource.disks"
+                                f"[{index}].initializeParams.diskSizeGb': '{size}'.")
+
+    def _attached(self, zone, name, disks):
+        """The instance's ``disks`` for the insert's: each a persistent disk made with it, named
+        after the instance (the boot disk NAME, the others NAME-1, NAME-2, …) unless the request
+        names it; sizes are strings (int64 in JSON), 10 GB when not given."""
+        attached = []
+        for index, disk in enumerate(disks):
+            params = disk["initializeParams"]
+            disk_name = params.get("diskName") or (name if index == 0 else f"{name}-{index}")
+            attached.append({
+                "kind": "compute#attachedDisk", "type": "PERSISTENT",
+                "mode": disk.get("mode", "READ_WRITE"), "boot": index == 0,
+                "autoDelete": bool(disk.get("autoDelete", False)),
+                "deviceName": disk.get("deviceName") or f"persistent-disk-{index}",
+                "index": index, "source": self.link(f"zones/{zone}/disks/{disk_name}"),
+                "interface": "SCSI", "diskSizeGb": str(params.get("diskSizeGb", 10))})
+        return attached
 
     def _instance(self, zone, name):
         self._zone(zone)

@@ -19,8 +19,8 @@ import uuid
 from cluster_server import clouds
 from cluster_server.errors import PluginError, ProviderError
 from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
-from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, image_and_flavor,
-                                       ssh_cidrs, wait_until)
+from extensions.providers.cloud import (SSH_FIELDS, ClusterKeys, SSHAccess, gib,
+                                       image_and_flavor, ssh_cidrs, wait_until)
 
 LOG = logging.getLogger(__name__)
 
@@ -55,10 +55,23 @@ class GCPProvider(Provider):
         "network": Field(default="global/networks/default", help="VPC network"),
         "subnetwork": Field(help="subnetwork (regions/R/subnetworks/S)"),
         "boot_disk_size_gb": Field(help="boot disk size in GB (default: the image's)"),
+        "google_data_disk_size_gb": Field(help="size in GB of a second, empty persistent disk "
+                                               "made with each instance and deleted with it "
+                                               "(default: none)"),
         "service_account": Field(help="email of the service account the instances run as"),
         "external_ip": Field(default=True, help="give instances an external address"),
         "list_page_size": Field(default=500, help="instances per instances.list page"),
         **SSH_FIELDS,
+    }
+    #: Fields of Coopr's Google provider that Shoal does not read: a value is refused at create
+    #: (``image_and_flavor``), never silently ignored.
+    unsupported = {
+        "google_client_email": "give the service-account key file in credentials_file, or run "
+                               "'shoal setup gcp'",
+        "api_key_resource": "give the service-account key file in credentials_file, or run "
+                            "'shoal setup gcp'",
+        "ssh_key_resource": "Shoal makes and keeps an SSH key per cluster (under "
+                            "SHOAL_HOME/keys); leave it empty",
     }
 
     def __init__(self, name, fields, home):
@@ -201,13 +214,21 @@ class GCPProvider(Provider):
         from google.cloud import compute_v1
 
         image, machine_type = image_and_flavor(self, spec)  # refuse before anything is made
+        boot_size = gib(self, "boot_disk_size_gb")
+        data_size = gib(self, "google_data_disk_size_gb")
         public = self._cluster(spec.cluster_id)
         name = self.instance_name(spec)
         user = (spec.image or {}).get("sshuser") or self.ssh.default_user
         token_label = hashlib.sha256(spec.token.encode()).hexdigest()[:32]
-        disk = compute_v1.AttachedDiskInitializeParams(source_image=self._image(image))
-        if self.config.get("boot_disk_size_gb") not in (None, ""):
-            disk.disk_size_gb = int(self.config["boot_disk_size_gb"])
+        boot = compute_v1.AttachedDiskInitializeParams(source_image=self._image(image))
+        if boot_size is not None:
+            boot.disk_size_gb = boot_size
+        disks = [compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=boot)]
+        if data_size is not None:  # made with the instance, in the same insert
+            disks.append(compute_v1.AttachedDisk(
+                boot=False, auto_delete=True,
+                initialize_params=compute_v1.AttachedDiskInitializeParams(
+                    disk_size_gb=data_size)))
         interface = compute_v1.NetworkInterface(
             network=self.config.get("network") or "global/networks/default")
         if self.config.get("subnetwork"):
@@ -220,8 +241,7 @@ class GCPProvider(Provider):
             labels={"shoal-cluster": label(spec.cluster_id), "shoal-node": label(spec.node_id),
                     "shoal-token": token_label, "shoal-provider": label(self.name)},
             tags=compute_v1.Tags(items=[self.network_tag(spec.cluster_id)]),
-            disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True,
-                                           initialize_params=disk)],
+            disks=disks,
             network_interfaces=[interface],
             metadata=compute_v1.Metadata(items=[
                 compute_v1.Items(key="ssh-keys", value=f"{user}:{public}"),
@@ -328,7 +348,8 @@ class GCPProvider(Provider):
                         error=error or "")
 
     def delete(self, info):
-        """Delete the instance (its boot disk goes with it); CLEANUP waits for it to be gone."""
+        """Delete the instance (its disks go with it: all are auto-delete); CLEANUP waits for it
+        to be gone."""
         try:
             self._call("instances", "delete_unary", request={
                 "project": self.project, "zone": info.extra.get("zone", self.zone),

@@ -78,6 +78,49 @@ def test_create_is_refused_without_an_ssh_range(tmp_path, fake, cluster):
     assert fake.leftovers() == {"instances": [], "firewalls": []}
 
 
+def test_a_data_disk_is_made_with_each_instance_in_the_same_insert(tmp_path, fake, cluster):
+    provider = make(tmp_path, fake, google_data_disk_size_gb="100", boot_disk_size_gb="20")
+    info = provider.create(spec(cluster, "n1"))
+    assert fake.calls["instances.insert"] == 1
+    name = info.resource_id
+    boot, data = fake.instances[("us-central1-a", name)]["disks"]
+    assert boot["boot"] is True and boot["index"] == 0 and boot["diskSizeGb"] == "20"
+    assert boot["source"].endswith(f"/zones/us-central1-a/disks/{name}")
+    assert data["boot"] is False and data["index"] == 1
+    assert data["diskSizeGb"] == "100" and data["autoDelete"] is True
+    assert data["kind"] == "compute#attachedDisk" and data["type"] == "PERSISTENT"
+    assert data["source"].endswith(f"/zones/us-central1-a/disks/{name}-1")
+
+    other = make(tmp_path, fake).create(spec(cluster, "n2"))  # without the field: one disk
+    assert len(fake.instances[("us-central1-a", other.resource_id)]["disks"]) == 1
+
+
+@pytest.mark.parametrize("field, value", [("google_data_disk_size_gb", "lots"),
+                                          ("google_data_disk_size_gb", "0"),
+                                          ("boot_disk_size_gb", "20GB")])
+def test_a_disk_size_that_is_not_a_whole_number_is_refused(tmp_path, fake, cluster, field,
+                                                            value):
+    with pytest.raises(PluginError) as caught:
+        make(tmp_path, fake, **{field: value}).create(spec(cluster, "n1"))
+    assert f"'{field}'" in caught.value.message and caught.value.details["field"] == field
+    assert fake.inserts == 0 and fake.calls["instances.insert"] == 0
+    assert fake.leftovers() == {"instances": [], "firewalls": []}
+
+
+@pytest.mark.parametrize("field", ["google_client_email", "api_key_resource",
+                                   "ssh_key_resource"])
+def test_coopr_credential_fields_with_a_value_are_refused(tmp_path, fake, cluster, field):
+    with pytest.raises(PluginError) as caught:
+        make(tmp_path, fake, **{field: "coopr-value"}).create(spec(cluster, "n1"))
+    assert f"'{field}' is not supported" in caught.value.message
+    assert caught.value.details["field"] == field
+    assert fake.inserts == 0 and fake.leftovers() == {"instances": [], "firewalls": []}
+    assert not (tmp_path / "keys").exists()  # no cluster key made either
+    # Empty, as a Coopr catalog carries them, they are no obstacle.
+    make(tmp_path, fake, **{field: ""}).create(spec(cluster, "n1"))
+    assert fake.inserts == 1
+
+
 def test_describe_follows_the_states_with_one_list_per_page(tmp_path, fake, cluster):
     provider = make(tmp_path, fake)
     infos = [provider.create(spec(cluster, f"n{i}")) for i in range(12)]
