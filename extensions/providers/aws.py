@@ -266,15 +266,23 @@ class AWSProvider(Provider):
         return self._root_devices[image_id]
 
     def create(self, spec):
-        image_id, instance_type = image_and_flavor(self, spec)  # refuse before anything is made
+        # Everything that can be refused is checked before anything is made.
+        image_id, instance_type = image_and_flavor(self, spec)
+        volumes = []
+        for key, device in (("aws_root_ebs", None), ("aws_ebs", DATA_DEVICE)):
+            size = gib(self, f"{key}_size")
+            if size:
+                volumes.append({"DeviceName": device or self._root_device(image_id),
+                                "Ebs": {"VolumeSize": size, "DeleteOnTermination": truthy(
+                                    self.config.get(f"{key}_delete_on_term", True))}})
+        named = self._groups_named(_csv(self.config.get("security_groups")))
         # An instance launched before a crash carries our token: it is this node.
         for instance in self._instances([{"Name": f"tag:{TAG_TOKEN}", "Values": [spec.token]}]):
             LOG.info("node %s: found %s from an earlier attempt", spec.node_id,
                      instance["InstanceId"])
             return self._info(instance, spec=spec)
         resources = self._cluster(spec.cluster_id)
-        groups = [resources["group_id"], *_csv(self.config.get("security_group_ids")),
-                  *self._groups_named(_csv(self.config.get("security_groups")))]
+        groups = [resources["group_id"], *_csv(self.config.get("security_group_ids")), *named]
         params = {
             "ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
             "ClientToken": self.client_token(spec.token), "KeyName": resources["key_name"],
@@ -302,13 +310,6 @@ class AWSProvider(Provider):
                      else None}
         if any(placement.values()):
             params["Placement"] = {key: value for key, value in placement.items() if value}
-        volumes = []
-        for key, device in (("aws_root_ebs", None), ("aws_ebs", DATA_DEVICE)):
-            size = gib(self, f"{key}_size")
-            if size:
-                volumes.append({"DeviceName": device or self._root_device(image_id),
-                                "Ebs": {"VolumeSize": size, "DeleteOnTermination": truthy(
-                                    self.config.get(f"{key}_delete_on_term", True))}})
         if volumes:
             params["BlockDeviceMappings"] = volumes
         instance = self._call("run_instances", **params)["Instances"][0]
