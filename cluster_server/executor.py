@@ -153,25 +153,27 @@ class _RunState:
         # Among ready tasks, the one with the longest chain of work behind it goes first: when
         # tasks compete for a node or a worker, that is what keeps the whole run shortest.
         # Ties go by the plan's order (tasks come sorted by seq).
-        work = self._work(open_tasks, reversed(open_tasks))  # the planner's order is topological
+        work = self._work(reversed(open_tasks))  # the planner's order is topological
         if work is None:
-            work = self._work(open_tasks, reversed(self._topological(open_tasks)))
+            work = self._work(reversed(self._topological(open_tasks)), strict=False)
         self.key = {t["id"]: (-work.get(t["id"], 0), i) for i, t in enumerate(open_tasks)}
         for task_id in [t["id"] for t in open_tasks if not self.waiting[t["id"]]]:
             self.make_ready(task_id)  # (a JOIN made ready makes its dependents ready at once)
 
-    def _work(self, tasks, backwards):
-        """Task id -> the number of tasks on the longest chain from it (JOINs are free), or
-        None when ``backwards`` has a task before one that depends on it."""
+    def _work(self, backwards, strict=True):
+        """Task id -> the number of tasks on the longest chain from it (JOINs are free).
+        ``strict``: None when ``backwards`` has a task before one that depends on it; else such
+        a dependent (on a cycle, left out of the order) counts for nothing."""
         work = {}
         for task in backwards:
             most = 0
-            try:
-                for child in self.dependents[task["id"]]:
-                    if work[child] > most:
-                        most = work[child]
-            except KeyError:
-                return None
+            for child in self.dependents[task["id"]]:
+                if child not in work:
+                    if strict:
+                        return None
+                    continue
+                if work[child] > most:
+                    most = work[child]
             work[task["id"]] = most + (task["action"] != JOIN)
         return work
 

@@ -499,3 +499,15 @@ def test_parked_tasks_give_their_worker_back(store, executors):
     thread.join(5)
     assert result["failed"] == f"{OP}/t3" and not result["ok"]
     assert list(statuses(store).values()).count("SUCCEEDED") == 19
+
+
+def test_a_stored_cycle_runs_what_it_can_and_stops(store, executors):
+    # The planner refuses cycles; a store edited by hand (or a bug) must not hang or crash the
+    # executor: what does not depend on the cycle runs, the cycle stays PENDING.
+    specs = [task("a", "n1"), task("c", "n1", "a", "d"), task("d", "n2", "c"), task("b", "n3", "a")]
+    runner = Runner()
+    ok, failed = executors(store, runner).run(save_plan(store, specs))
+    assert (ok, failed) == (False, None)
+    assert set(runner.attempts) == {"a", "b"}
+    assert statuses(store) == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "PENDING",
+                               "d": "PENDING"}
