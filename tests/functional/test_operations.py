@@ -7,6 +7,7 @@ import time
 import pytest
 from shoal_testkit import catalog, checks, cloud
 
+from tests.cloudkit import wait_for
 from tests.conftest import Shoal
 
 RUNTIME = {"app": ["db"], "cache": ["db"]}  # runtime dependencies in the testkit catalog
@@ -227,10 +228,7 @@ def test_cancel_during_a_slow_create_rolls_back(fake):
                  fields={"sleep": 0.1})
     shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", "4")
     cluster_id = show(shoal, "c1")["id"]
-    deadline = time.monotonic() + 30
-    while not cloud.instances(shoal.home, cluster_id) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert cloud.instances(shoal.home, cluster_id), "no instance was made"
+    wait_for(lambda: cloud.instances(shoal.home, cluster_id), "an instance to be made", 30)
     assert "cancel requested" in shoal.run("cluster", "cancel", "c1").stdout
     cluster = wait_status(shoal, "c1", ("FAILED",))
     assert cluster["operation"]["status"] == "CANCELLED"
@@ -241,9 +239,7 @@ def test_cancel_during_a_slow_create_rolls_back(fake):
 def test_pause_holds_new_tasks_until_resume(fake):
     shoal = fake(fields={"sleep": 0.5})  # 8 actions a node: the create takes over 4 s
     shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", "2")
-    deadline = time.monotonic() + 30
-    while not checks.entries(shoal.home, "c1") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: checks.entries(shoal.home, "c1"), "the first action", 30)
     shoal.run("cluster", "pause", "c1")
     assert show(shoal, "c1")["operation"]["status"] == "PAUSED"
     time.sleep(0.8)  # what ran when the pause came has finished by now
@@ -402,10 +398,8 @@ def test_a_cancelled_change_can_be_retried(fake):
     create(shoal, "c1", 2)
     mark = log_mark(shoal)
     shoal.run("cluster", "resize", "c1", "--size", "4")
-    deadline = time.monotonic() + 30
-    while not checks.actions(checks.entries(shoal.home, "c1", since=mark), "app", "INSTALL") \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: checks.actions(checks.entries(shoal.home, "c1", since=mark), "app",
+                                    "INSTALL"), "the resize's first app INSTALL", 30)
     shoal.run("cluster", "cancel", "c1")
     cluster = wait_status(shoal, "c1", ("INCONSISTENT",))
     assert cluster["operation"]["status"] == "CANCELLED"
@@ -430,10 +424,8 @@ def test_retry_resumes_the_latest_operation_only(fake):
     # A later operation is cancelled: retry resumes that one, never the old failed stop.
     mark = log_mark(shoal)
     shoal.run("cluster", "restart", "c1", "--service", "app")
-    deadline = time.monotonic() + 30
-    while not checks.actions(checks.entries(shoal.home, "c1", since=mark), "app", "START") \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: checks.actions(checks.entries(shoal.home, "c1", since=mark), "app",
+                                    "START"), "the restart's first app START", 30)
     shoal.run("cluster", "cancel", "c1")
     assert wait_status(shoal, "c1", ("INCONSISTENT",))["operation"]["status"] == "CANCELLED"
     mark = log_mark(shoal)
@@ -446,9 +438,7 @@ def test_retry_resumes_the_latest_operation_only(fake):
 def test_a_paused_operation_stays_paused_across_a_restart_and_can_be_cancelled(fake):
     shoal = fake(fields={"sleep": 0.3})
     shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", "2")
-    deadline = time.monotonic() + 30
-    while not checks.entries(shoal.home, "c1") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: checks.entries(shoal.home, "c1"), "the first action", 30)
     shoal.run("cluster", "pause", "c1")
     shoal.run("server", "stop")
     shoal.run("server", "start")

@@ -5,11 +5,9 @@ import json
 
 import pytest
 
+from tests.cloudkit import write_catalog
 from tests.conftest import Shoal
 from tests.sshd import SSHHost
-
-# Writes one file per node naming its peers: argv only, macros expanded into argv elements.
-RECORD = ("import sys, pathlib; pathlib.Path(sys.argv[1], sys.argv[2]).write_text(sys.argv[3])")
 
 
 @pytest.fixture
@@ -28,27 +26,9 @@ def shoal(tmp_path, hosts):
     client.run("server", "start")
     marks = tmp_path / "marks"
     marks.mkdir()
-    catalog = tmp_path / "catalog"
-    for folder in ("providers", "hardwaretypes", "imagetypes", "services", "clustertemplates"):
-        (catalog / folder).mkdir(parents=True)
-    entries = {
-        "providers/onprem.json": {"name": "onprem", "providertype": "ssh", "provisioner": {
-            "hosts": json.dumps([h.host_entry for h in hosts])}},
-        "hardwaretypes/box.json": {"name": "box", "providermap": {"onprem": {"flavor": "box"}}},
-        "imagetypes/debian.json": {"name": "debian", "providermap": {"onprem": {"image": "os"}}},
-        "services/marker.json": {"name": "marker", "provisioner": {"actions": {
-            "install": {"type": "shell", "fields": {"command": ["uname", "-n"]}},
-            "configure": {"type": "shell", "fields": {"command": [
-                "python3", "-c", RECORD, str(marks), "%ip.self%",
-                "%join(ip.service.marker,',')%"]}},
-            "start": {"type": "shell", "fields": {"command": ["cat", f"{marks}/%ip.self%"]}},
-        }}},
-        "clustertemplates/onprem.json": {"name": "onprem", "defaults": {
-            "services": ["marker"], "provider": "onprem", "hardwaretype": "box",
-            "imagetype": "debian"}},
-    }
-    for path, body in entries.items():
-        (catalog / path).write_text(json.dumps(body))
+    catalog = write_catalog(tmp_path / "catalog", "onprem", "ssh",
+                            {"hosts": json.dumps([h.host_entry for h in hosts])},
+                            {"flavor": "box"}, {"image": "os"}, marks)
     client.run("catalog", "import", catalog)
     client.marks = marks
     yield client
@@ -56,7 +36,7 @@ def shoal(tmp_path, hosts):
 
 
 def test_cluster_on_ssh_hosts(shoal, hosts):
-    shoal.run("cluster", "create", "farm", "--template", "onprem", "--size", "3", "--wait")
+    shoal.run("cluster", "create", "farm", "--template", "web", "--size", "3", "--wait")
     cluster = shoal.json("cluster", "show", "farm")
     addresses = sorted(n["address"] for n in cluster["nodes"])
     assert addresses == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -68,18 +48,18 @@ def test_cluster_on_ssh_hosts(shoal, hosts):
     assert sorted(output.strip().split(",")) == addresses
 
     # The pool is exhausted: a fourth node is refused with a clear error, the cluster unchanged.
-    shoal.run("cluster", "create", "more", "--template", "onprem", "--size", "1", "--wait",
+    shoal.run("cluster", "create", "more", "--template", "web", "--size", "1", "--wait",
               check=False)
     assert shoal.json("cluster", "show", "more")["status"] == "FAILED"
 
     # Deleting gives the hosts back: a new cluster can take all three again.
     shoal.run("cluster", "delete", "farm", "--wait")
-    shoal.run("cluster", "create", "again", "--template", "onprem", "--size", "3", "--wait")
+    shoal.run("cluster", "create", "again", "--template", "web", "--size", "3", "--wait")
     shoal.run("cluster", "delete", "again", "--wait")
 
 
 def test_a_host_whose_key_changed_is_refused(shoal, hosts):
-    shoal.run("cluster", "create", "farm", "--template", "onprem", "--size", "3", "--wait")
+    shoal.run("cluster", "create", "farm", "--template", "web", "--size", "3", "--wait")
     hosts[0].change_host_key()
     result = shoal.run("cluster", "reconfigure", "farm", "--wait", check=False)
     assert result.returncode != 0
