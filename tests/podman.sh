@@ -68,7 +68,19 @@ if ! podman image exists "$BASE"; then
     podman import --change 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null
 fi
 
-# 4. The Docker-compatible API, started unless it already answers.
+# 4. Stale port forwards. Netavark publishes a port with a DNAT rule for 127.0.0.1:PORT; when a
+# container's network teardown failed (its network was removed first, the service was killed),
+# the rule outlives the container and steers every later loopback connection to that port, such
+# as a test server's, to a dead address ("No route to host"). With no container left, every such
+# rule is stale.
+if [ -z "$(podman ps -aq)" ]; then
+    if iptables -t nat -S NETAVARK-HOSTPORT-DNAT 2>/dev/null | grep -q -- '^-A'; then
+        say "removing stale port forwards left by containers that no longer exist"
+        iptables -t nat -F NETAVARK-HOSTPORT-DNAT
+    fi
+fi
+
+# 5. The Docker-compatible API, started unless it already answers.
 answers() {
     python3 - "$SOCK" <<'PY' 2>/dev/null
 import socket, sys
