@@ -13,7 +13,7 @@ import shlex
 import uuid
 
 from cluster_server import operations, plugins
-from cluster_server.errors import Conflict, ValidationError
+from cluster_server.errors import AutomatorError, Conflict, ValidationError
 
 MOUNT = "/run/shoal"  # where the generated files appear in the container
 DEFAULT_CLI = {"aws": "aws", "gcp": "gcloud"}  # provider type -> CLI image; others: aws
@@ -84,6 +84,24 @@ def _write(path, text, mode=0o600):
     os.replace(tmp, path)
 
 
+def _cli_names(cli):
+    """``"aws,kubectl"`` or ``["aws", "kubectl"]`` -> the names, in order, once each."""
+    if cli is None or cli == "":
+        return []
+    names = cli.split(",") if isinstance(cli, str) else cli
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValidationError("cli must be CLI image names (aws, gcloud, kubectl), as a list or "
+                              "separated by commas", {"field": "cli"})
+    names = list(dict.fromkeys(n.strip() for n in names))
+    automator = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, "docker-cli")
+    for name in names:
+        try:
+            automator.dockerfile_dir(name)
+        except AutomatorError as exc:
+            raise ValidationError(f"cli: {exc}", {"field": "cli", "cli": name}) from None
+    return names
+
+
 def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=None):
     """Create the shell's container for cluster ``name``; return what the CLI needs to attach.
 
@@ -97,9 +115,10 @@ def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=
                                 or not all(isinstance(a, str) for a in command)):
         raise ValidationError("command must be a non-empty list of strings (an argv)",
                               {"field": "command"})
+    clis = _cli_names(cli)
     cluster = operations.get_cluster(store, tenant, name)
     nodes = operations.node_rows(store, cluster["id"])
-    cli = cli or DEFAULT_CLI.get(cluster["spec"]["provider"].get("providertype"), "aws")
+    clis = clis or [DEFAULT_CLI.get(cluster["spec"]["provider"].get("providertype"), "aws")]
 
     folder = os.path.join(os.fspath(home), "shell", cluster["id"])
     os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -113,10 +132,15 @@ def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=
               os.path.join(folder, "known_hosts"): f"{MOUNT}/known_hosts", **keys}
 
     automator = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, "docker-cli")(home)
-    image, _ = automator.image(cli)
-    credentials, target, env = automator.credentials(cli)
-    if credentials:
-        mounts[credentials] = target
+    # Several CLIs: each image is built on the one before (every Dockerfile starts FROM its
+    # BASE argument), so one container holds them all; tags follow the chain's content.
+    image, env = None, {}
+    for each in clis:
+        image, _ = automator.image(each, base=image)
+        credentials, target, variables = automator.credentials(each)
+        if credentials:
+            mounts[credentials] = target
+            env.update(variables)
     env.update({
         "SHOAL_CLUSTER": cluster["name"], "SHOAL_CLUSTER_ID": cluster["id"],
         "SHOAL_INVENTORY": json.dumps(data, separators=(",", ":")),
@@ -130,5 +154,5 @@ def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=
         labels={"shoal.cluster": cluster["id"], "shoal.role": "shell"},
         hostname=f"shoal-{cluster['name']}"[:63])
     return {"container": container.id, "docker_host": automator.engine_url(),
-            "image": image, "cli": cli, "network": network, "tty": tty, "stdin": stdin,
+            "image": image, "cli": ",".join(clis), "network": network, "tty": tty, "stdin": stdin,
             "command": shlex.join(argv), "inventory": data}

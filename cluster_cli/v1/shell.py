@@ -150,8 +150,8 @@ class ShellCluster(ShoalCommand):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name", metavar="NAME")
-        parser.add_argument("--cli", help="the CLI image (aws, gcloud, kubectl; default: the "
-                                          "provider's cloud, else aws)")
+        parser.add_argument("--cli", help="the CLI image(s), separated by commas (aws, gcloud, "
+                                          "kubectl; default: the provider's cloud, else aws)")
         return parser
 
     def take_action(self, parsed_args):
@@ -166,8 +166,8 @@ class ShellCluster(ShoalCommand):
 
 
 def _exec_options(parser):
-    parser.add_argument("--cli", help="the CLI image (aws, gcloud, kubectl; default: the "
-                                      "provider's cloud, else aws)")
+    parser.add_argument("--cli", help="the CLI image(s), separated by commas (aws, gcloud, "
+                                      "kubectl; default: the provider's cloud, else aws)")
     parser.add_argument("-i", "--interactive", action="store_true",
                         help="send this command's stdin to CMD (e.g. a file piped in)")
     return parser

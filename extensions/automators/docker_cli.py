@@ -109,7 +109,8 @@ class DockerCLIAutomator(Automator):
 
         return docker.errors
 
-    def dockerfile_dir(self, cli):
+    @staticmethod
+    def dockerfile_dir(cli):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", str(cli)):
             raise AutomatorError(f"docker-cli: invalid cli name {cli!r}", {"cli": cli})
         folder = os.path.join(os.environ.get("SHOAL_DOCKERFILES") or DOCKERFILES, cli)

@@ -4,6 +4,7 @@ SSH), the docker-cli automator with the aws CLI image, and the environment shell
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.request
@@ -11,7 +12,7 @@ import urllib.request
 import pexpect
 import pytest
 
-from tests.conftest import SHOAL, Shoal
+from tests.conftest import ROOT, SHOAL, Shoal
 from tests.containers import BASE_IMAGE, aws_image, docker_client, labelled  # noqa: F401
 
 # A web service: install writes the node's hostname as the page; start runs a detached server.
@@ -267,6 +268,15 @@ def test_environment_shell_reaches_ssh_nodes_on_loopback(tmp_path, docker_client
 
     hosts = [SSHHost(address=f"127.0.0.{n}") for n in (5, 6)]
     client = Shoal(tmp_path / "home", retries=0)
+    # The CLI images: Shoal's aws, and a second one to stack on it (--cli aws,hello).
+    dockerfiles = tmp_path / "dockerfiles"
+    shutil.copytree(ROOT / "dockerfiles" / "aws", dockerfiles / "aws")
+    (dockerfiles / "hello").mkdir()
+    (dockerfiles / "hello" / "Dockerfile").write_text(
+        "ARG BASE=localhost/shoal-base:bookworm\nFROM ${BASE}\n"
+        "RUN printf '#!/bin/sh\\necho hello from the second image\\n' >/usr/local/bin/hello "
+        "&& chmod +x /usr/local/bin/hello\n")
+    client.env["SHOAL_DOCKERFILES"] = str(dockerfiles)
     try:
         for host in hosts:
             host.start()
@@ -294,6 +304,10 @@ def test_environment_shell_reaches_ssh_nodes_on_loopback(tmp_path, docker_client
             result = client.run("cluster", "exec", "farm", "--", "ssh", node["id"], "printenv",
                                 "SSH_CONNECTION")
             assert result.stdout.split()[2] == node["address"]
+        # Two CLIs in one shell: the second image is built on the first.
+        result = client.run("cluster", "exec", "farm", "--cli", "aws,hello", "--", "sh", "-c",
+                            "aws --version 2>&1; hello")
+        assert "aws-cli/" in result.stdout and "hello from the second image" in result.stdout
         client.run("cluster", "delete", "farm", "--wait")
     finally:
         client.run("server", "stop", check=False)

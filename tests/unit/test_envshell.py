@@ -70,3 +70,17 @@ def test_the_endpoint_takes_an_argv_only(api, body):  # noqa: F811
 
 def test_the_endpoint_names_a_missing_cluster(api):  # noqa: F811
     assert_error_shape(api("POST", "/clusters/nope/shell", json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize("cli", ["nope", "aws,../etc", ["aws", 3], ["aws", " "], {"aws": 1}])
+def test_the_endpoint_names_a_bad_cli_before_anything_else(api, cli):  # noqa: F811
+    # Checked before the cluster is looked up (there is none) or an image is built.
+    body = assert_error_shape(api("POST", "/clusters/nope/shell", json={"cli": cli}), 400,
+                              "invalid")
+    assert body["details"]["field"] == "cli"
+
+
+def test_several_clis_are_named_once_each_in_order():
+    assert envshell._cli_names("aws, kubectl,aws") == ["aws", "kubectl"]
+    assert envshell._cli_names(["gcloud"]) == ["gcloud"]
+    assert envshell._cli_names(None) == [] and envshell._cli_names("") == []
