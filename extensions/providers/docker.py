@@ -56,9 +56,14 @@ def docker_client(base_url=None):
             return docker.DockerClient(base_url=base_url)
         return docker.from_env()
     except docker.errors.DockerException as exc:
-        raise ProviderError(f"no container engine reachable at "
-                            f"{base_url or os.environ.get('DOCKER_HOST') or 'the default socket'}"
-                            f": {exc}") from exc
+        where = base_url or os.environ.get("DOCKER_HOST")
+        # The server reads DOCKER_HOST once, when it starts: a user who sets it later in their
+        # shell needs to know the running server does not see it.
+        hint = "" if where else (" (start Docker, or Podman's API service, and set DOCKER_HOST "
+                                 "before the Shoal server starts: 'shoal server stop', then "
+                                 "retry)")
+        raise ProviderError(f"no container engine reachable at {where or 'the default socket'}"
+                            f": {exc}{hint}") from exc
 
 
 def home_label(home):

@@ -200,3 +200,26 @@ def test_the_kubectl_image_builds_and_runs(tmp_path, docker_client):  # noqa: F8
     out = docker_client.containers.run(tag, ["kubectl", "version", "--client"], remove=True,
                                        network_mode="none")
     assert b"Client Version" in out
+
+
+def test_no_engine_is_a_clear_error_that_says_where_it_looked(tmp_path, monkeypatch):
+    import docker
+
+    from cluster_server.errors import ProviderError
+    from extensions.providers.docker import docker_client as make_client
+
+    with pytest.raises(ProviderError) as caught:
+        make_client(f"unix://{tmp_path}/no-engine.sock")
+    assert f"no container engine reachable at unix://{tmp_path}/no-engine.sock" in str(caught.value)
+    # Nothing named: the default socket, and how to point the server at an engine. (The SDK's
+    # default socket may answer on some machine: its refusal is simulated.)
+    monkeypatch.setenv("DOCKER_HOST", "")
+
+    def refuse():
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "from_env", refuse)
+    with pytest.raises(ProviderError) as caught:
+        make_client()
+    assert "the default socket" in str(caught.value)
+    assert "set DOCKER_HOST before the Shoal server starts" in str(caught.value)
