@@ -145,7 +145,7 @@ def run(spec):
 
 
 class ShellCluster(ShoalCommand):
-    """Open an interactive shell in a container set up for a cluster: cloud CLI, ssh to nodes."""
+    """Open an interactive shell in a container set up for a cluster: cloud CLIs, ssh to nodes."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
