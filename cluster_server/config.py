@@ -14,6 +14,16 @@ def home():
     return path
 
 
+def make_private(path):
+    """Make an existing home 0700: it holds the database, whose provider fields include
+    secrets. mkdir's mode only applies to a directory it creates."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+        return mode
+    return None
+
+
 def token_path(base=None):
     return (base or home()) / "token"
 

@@ -31,6 +31,10 @@ def main(argv=None):
     from cluster_server.app import create_app
 
     home = config.home()
+    opened = config.make_private(home)
+    if opened is not None:
+        logging.getLogger("shoal.server").warning(
+            "%s was mode %o; made it 0700 (it holds secrets)", home, opened)
     # One server per home: two engines would run the same operations twice.
     lock = open(home / "server.lock", "w")
     try:

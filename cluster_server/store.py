@@ -7,6 +7,7 @@ what produces "database is locked" under load. Every row carries its tenant.
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -128,6 +129,12 @@ class Store:
     def __init__(self, path):
         self.path = str(path)
         self._local = threading.local()
+        # Catalog entries keep provider secrets: the file is the user's alone. SQLite gives its
+        # -wal and -shm files the database file's mode, so only this file needs it.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self.path + suffix, 0o600)
         self.migrate()
 
     @property

@@ -23,6 +23,26 @@ def test_start_status_logs_stop(tmp_path):
     assert shoal.run("server", "stop").stdout.strip() == "Shoal server not running"
 
 
+def test_the_home_and_database_are_private_even_when_the_home_existed(tmp_path):
+    # The database keeps provider secrets; mkdir's mode does not apply to an existing folder,
+    # and an older database may have been made under a looser umask.
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    (home / "shoal.db").touch(mode=0o644)
+    os.chmod(home / "shoal.db", 0o644)
+    shoal = Shoal(home)
+    try:
+        shoal.run("server", "start")
+        shoal.run("service", "list")  # a read: the -wal and -shm files exist now
+        assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+        for name in ("shoal.db", "shoal.db-wal", "shoal.db-shm"):
+            assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600, name
+        assert "made it 0700" in shoal.run("server", "logs").stdout
+    finally:
+        shoal.run("server", "stop")
+
+
 def test_server_listens_on_loopback_only(shoal):
     host = shoal.url.split("//")[1].split(":")[0]
     assert host == "127.0.0.1"
