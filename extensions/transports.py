@@ -140,11 +140,13 @@ class LocalTransport(Transport):
 
     def put(self, path, data, mode=0o644):
         target = self._path(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
+        # Created with its mode (a 0600 file is never readable by others, not even while it is
+        # written); chmod as well, since the umask may have taken bits off.
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
         return target
 
@@ -396,9 +398,11 @@ class SSHTransport(Transport):
             try:
                 self._makedirs(sftp, posixpath.dirname(path))
                 tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-                with sftp.open(tmp, "wb") as f:
+                # The mode is set before any data is written: a 0600 file is never readable by
+                # others (SFTP's open creates the file with the server's default mode).
+                with sftp.open(tmp, "wbx") as f:
+                    f.chmod(mode)
                     f.write(data)
-                sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
                 return sftp.normalize(path)
             except OSError as exc:
@@ -417,7 +421,7 @@ class SSHTransport(Transport):
             pass
         SSHTransport._makedirs(sftp, posixpath.dirname(path))
         try:
-            sftp.mkdir(path)
+            sftp.mkdir(path, 0o700)  # Shoal's own files only: scripts and the cluster's config
         except OSError as exc:
             if exc.errno not in (None, errno.EEXIST):  # SFTP reports EEXIST as a bare failure
                 raise

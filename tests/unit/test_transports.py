@@ -76,11 +76,18 @@ def test_local_daemon_holding_stdout_does_not_hang_run(local, tmp_path):
     os.killpg(pgids[-1], 9)
 
 
-def test_local_put(local, tmp_path):
+def test_local_put(local, tmp_path, monkeypatch):
     written = local.put("a/b/script.sh", b"#!/bin/sh\necho ok\n", 0o750)
     assert written == str(tmp_path / "node" / "a" / "b" / "script.sh")
     assert stat.S_IMODE(os.stat(written).st_mode) == 0o750
     assert local.run([written]).stdout == "ok\n"
+    # A private file is created private (not chmod-ed after its data is in).
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, flags, mode=0o777, **kw: (
+        opened.append(mode), real_open(path, flags, mode, **kw))[1])
+    secret = local.put("c/config.json", b"{}", 0o600)
+    assert opened == [0o600] and stat.S_IMODE(os.stat(secret).st_mode) == 0o600
 
 
 # -- ssh ------------------------------------------------------------------------------------
@@ -110,6 +117,26 @@ def test_ssh_cwd_stdin_exit_code_and_put(ssh_host):
     assert transport.put(path, b"#!/bin/sh\necho $1\n", 0o700) == path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
     assert transport.run([path, "a b"]).stdout == "a b\n"
+    transport.close()
+
+
+def test_ssh_put_is_private_from_its_first_byte(ssh_host, monkeypatch):
+    # The cluster's config goes to nodes with mode 0600: no moment where others can read it.
+    import paramiko
+
+    modes, write = [], paramiko.SFTPFile.write
+
+    def spy(self, data):
+        modes.append(stat.S_IMODE(self.stat().st_mode))
+        return write(self, data)
+
+    monkeypatch.setattr(paramiko.SFTPFile, "write", spy)
+    transport = ssh_transport(ssh_host)
+    path = os.path.join(ssh_host.home, "private", "config.json")
+    transport.put(path, b'{"secret": 1}', 0o600)
+    assert modes and set(modes) == {0o600}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     transport.close()
 
 
