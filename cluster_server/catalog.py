@@ -9,6 +9,7 @@ import pathlib
 import re
 
 from cluster_server.errors import NotFound, ValidationError
+from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME
 
 KINDS = ("provider", "hardwaretype", "imagetype", "service", "template", "partial")
 
@@ -57,6 +58,19 @@ INT = Scalar(int, label="an integer")
 BOOL = Scalar(bool, label="a boolean")
 NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes "0.175"
 SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
+
+
+class Matching(Schema):
+    """A string that matches ``pattern`` whole."""
+
+    def __init__(self, pattern, label):
+        self.pattern = pattern
+        self.label = label
+
+    def check(self, value, path):
+        STR.check(value, path)
+        if not self.pattern.fullmatch(value):
+            raise _Bad(path, f"must be {self.label}")
 
 
 class Anything(Schema):
@@ -193,7 +207,8 @@ SCHEMAS = {
     ),
     "imagetype": Obj(
         {**COMMON, "providermap": PROVIDER_MAP(Obj(
-            {"image": STR, "sshuser": STR}, required=("image",), open_keys=True))},
+            {"image": STR, "sshuser": Matching(LOGIN_NAME, LOGIN_HELP)}, required=("image",),
+            open_keys=True))},
         required=("name", "providermap"),
     ),
     "service": Obj(

@@ -9,6 +9,7 @@ string: ``shoal cluster exec`` gives an argv, and the isolation is the container
 import hashlib
 import json
 import os
+import re
 import shlex
 import uuid
 
@@ -16,6 +17,7 @@ from cluster_server import operations, plugins
 from cluster_server.errors import AutomatorError, Conflict, ValidationError
 
 MOUNT = "/run/shoal"  # where the generated files appear in the container
+_SSH_WORDS = re.compile(r"[A-Za-z0-9_.:@%-]+( [A-Za-z0-9_.:@%-]+)*")
 DEFAULT_CLI = {"aws": "aws", "gcp": "gcloud"}  # provider type -> CLI image; others: aws
 
 
@@ -62,8 +64,16 @@ def ssh_files(nodes):
         hostname = resource.get("hostname") or node["hostname"]
         if hostname and hostname not in names:
             names.append(hostname)
+        user = ssh.get("user") or "root"
+        # Each value is one word of the file: a space or line break in one (from an odd catalog
+        # entry or a provider's answer) must not add options such as a ProxyCommand.
+        for field, value in (("host", host), ("user", user), ("hostname", " ".join(names))):
+            if not _SSH_WORDS.fullmatch(str(value)):
+                raise ValidationError(f"node {node['id']}: its SSH {field} {str(value)!r} cannot "
+                                      "go into an ssh config", {"node": node["id"],
+                                                                "field": field})
         lines = [f"Host {' '.join(names)}", f"    HostName {host}", f"    Port {int(port)}",
-                 f"    User {ssh.get('user') or 'root'}", f"    HostKeyAlias {node['id']}",
+                 f"    User {user}", f"    HostKeyAlias {node['id']}",
                  "    StrictHostKeyChecking yes", f"    UserKnownHostsFile {MOUNT}/known_hosts",
                  "    IdentitiesOnly yes", "    LogLevel ERROR"]
         if ssh.get("key_file"):

@@ -113,6 +113,11 @@ def check_plugins(view, provider_name, services):
                  for error, users in missing.values()]
         raise plugins.PluginError("; ".join(parts), {"missing": [
             {**error.details, "services": users} for error, users in missing.values()]})
+    # The provider's fields as its plugin declares them (required, patterns): refused now,
+    # before anything is written, rather than at the operation's first task.
+    entry = view.providers[provider_name]
+    plugins.validate_fields("provider", entry["name"], plugins.plugin_class(
+        plugins.PROVIDER_NAMESPACE, entry["providertype"]).fields, entry.get("provisioner", {}))
 
 
 def snapshot(template, view, layout, config, owner):

@@ -8,11 +8,17 @@ import abc
 import dataclasses
 import enum
 import functools
+import re
 
 from cluster_server.errors import PluginError, ValidationError
 
 PROVIDER_NAMESPACE = "shoal.providers"
 AUTOMATOR_NAMESPACE = "shoal.automators"
+
+# A login name as SSH configs, GCE's ssh-keys metadata and sshd take it: no whitespace, quotes
+# or line breaks, which would let a catalog entry add lines to a generated file.
+LOGIN_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}")
+LOGIN_HELP = "a login name (letters, digits, '_', '.', '@', '-'; at most 64)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +29,8 @@ class Field:
     sensitive: bool = False
     default: object = None
     help: str = ""
+    pattern: re.Pattern = None  # a value given must match it whole
+    pattern_help: str = ""
 
 
 class NodeState(enum.Enum):
@@ -168,6 +176,11 @@ def validate_fields(kind, name, declared, given, allow_unknown=True):
             raise ValidationError(
                 f"{kind} '{name}': field '{key}' is required",
                 {"entity": kind, "name": name, "field": key, "reason": "required"},
+            )
+        if value not in (None, "") and field.pattern and not field.pattern.fullmatch(str(value)):
+            raise ValidationError(
+                f"{kind} '{name}': field '{key}' must be {field.pattern_help}",
+                {"entity": kind, "name": name, "field": key, "reason": "pattern"},
             )
         if value is not None:
             result[key] = value

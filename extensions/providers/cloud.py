@@ -14,7 +14,7 @@ import re
 import time
 
 from cluster_server.errors import PluginError, TransportError
-from cluster_server.plugins import Field, NodeState
+from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME, Field, NodeState
 from extensions.transports import SSHTransport, fetch_host_key, ssh_keypair
 
 LOG = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ SSH_FIELDS = {
     "ssh_cidr": Field(help="address ranges allowed to reach the nodes' SSH port, comma-separated "
                            "(e.g. 203.0.113.7/32); required to create nodes, never opened to "
                            "the world by default"),
-    "ssh_user": Field(help="login user when the image type names no sshuser"),
+    "ssh_user": Field(help="login user when the image type names no sshuser",
+                      pattern=LOGIN_NAME, pattern_help=LOGIN_HELP),
     "workdir": Field(default=".shoal", help="directory on the node for Shoal's files"),
     "connect_timeout": Field(default=10, help="seconds to wait for a node's SSH port to answer"),
     "wait_for_ssh": Field(default=True, help="a node counts as running only once its SSH port "

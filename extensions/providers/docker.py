@@ -17,7 +17,7 @@ import re
 import threading
 
 from cluster_server.errors import ProviderError, TransportError, ValidationError
-from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
+from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME, Field, NodeInfo, NodeState, Provider
 from extensions.transports import DockerExecTransport, SSHTransport, fetch_host_key, ssh_keypair
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class DockerProvider(Provider):
                                   "unix:///run/podman/podman.sock"),
         "access": Field(default="exec", help="how actions reach a node: 'exec' (docker exec) "
                                              "or 'ssh' (the published sshd port)"),
-        "ssh_user": Field(default="root", help="user for SSH when the image type names none"),
+        "ssh_user": Field(default="root", help="user for SSH when the image type names none",
+                          pattern=LOGIN_NAME, pattern_help=LOGIN_HELP),
         "ssh_key_file": Field(help="private key authorized in every container (default: a key "
                                    "made per cluster under SHOAL_HOME/keys/)"),
         "pull": Field(default=False, help="pull a missing image instead of failing at once"),

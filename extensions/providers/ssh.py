@@ -11,15 +11,17 @@ import json
 import logging
 import os
 import posixpath
+import re
 import threading
 import time
 
 from cluster_server.errors import ProviderError, TransportError, ValidationError
-from cluster_server.plugins import Field, NodeInfo, NodeState, Provider
+from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME, Field, NodeInfo, NodeState, Provider
 from extensions.providers.local import file_lock, write_json
 from extensions.transports import SSHTransport, host_key_line, parse_host_key
 
 POOL_FILE = "ssh-pool.json"
+_HOST = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")  # a name, IPv4 or IPv6 address: no spaces
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,8 @@ class SSHProvider(Provider):
     fields = {
         "hosts": Field(required=True, help="the pool: a list (or JSON string of a list) of "
                                            "{address, port, user, key_file, workdir}"),
-        "ssh_user": Field(default="root", help="user when a host names none"),
+        "ssh_user": Field(default="root", help="user when a host names none",
+                          pattern=LOGIN_NAME, pattern_help=LOGIN_HELP),
         "ssh_key_file": Field(help="private key file when a host names none"),
         "ssh_port": Field(default=22, help="port when a host names none"),
         "workdir": Field(default=".shoal", help="directory on the host for Shoal's files "
@@ -77,6 +80,11 @@ class SSHProvider(Provider):
                 "key_file": entry.get("key_file") or self.config.get("ssh_key_file"),
                 "workdir": entry.get("workdir") or self.config.get("workdir") or ".shoal",
             }
+            if not LOGIN_NAME.fullmatch(str(host["user"])):
+                raise self._invalid(f"host {entry['address']}: user must be {LOGIN_HELP}")
+            if not isinstance(host["address"], str) or not _HOST.fullmatch(host["address"]):
+                raise self._invalid(f"host {entry['address']!r}: address must be a host name or "
+                                    "an IP address")
             if not host["key_file"]:
                 raise self._invalid(f"host {entry['address']} has no key_file and no ssh_key_file "
                                     "default is set")

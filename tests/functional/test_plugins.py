@@ -61,6 +61,23 @@ def test_unknown_provider_type_fails_before_anything_is_made(shoal, tmp_path):
     assert cloud.load(shoal.home)["instances"] == {}
 
 
+def test_a_provider_field_its_plugin_refuses_fails_before_anything_is_made(shoal, tmp_path):
+    root = catalog.write(tmp_path / "cat")
+    (root / "providers" / "boxes.json").write_text(json.dumps(
+        {"name": "boxes", "providertype": "docker", "provisioner": {
+            "ssh_user": "root\n    ProxyCommand id"}}))
+    for folder in ("hardwaretypes", "imagetypes"):
+        path = next((root / folder).glob("*.json"))
+        body = json.loads(path.read_text())
+        body["providermap"]["boxes"] = dict(body["providermap"]["fake"])
+        path.write_text(json.dumps(body))
+    shoal.run("catalog", "import", root)
+    failed = shoal.fails("cluster", "create", "c1", "--template", "fake-stack", "--size", "2",
+                         "--provider", "boxes")
+    assert "provider 'boxes': field 'ssh_user' must be a login name" in failed.stderr
+    assert shoal.json("cluster", "list") == []
+
+
 def test_unknown_automator_type_names_the_services_that_need_it(shoal, tmp_path):
     root = catalog.write(tmp_path / "cat")
     path = root / "services" / "app.json"

@@ -53,6 +53,10 @@ def test_coopr_catalog_has_exactly_three_dangling_names(coopr):
      "provisioner.a", "must be a string, number or boolean"),
     ("imagetype", {"description": "no name", "providermap": {}}, "name", "is required"),
     ("service", {"name": "bad name!"}, "name", "letters, digits"),
+    # A line break in sshuser would add lines to the shell's ssh config and GCE's ssh-keys.
+    ("imagetype", {"name": "i", "providermap": {"aws": {
+        "image": "ami-1", "sshuser": "ec2-user\n    ProxyCommand id"}}},
+     "providermap.aws.sshuser", "must be a login name"),
 ])
 def test_bad_shapes_name_entity_field_and_reason(kind, body, field, reason):
     with pytest.raises(ValidationError) as raised:

@@ -4,7 +4,7 @@ input checks."""
 import pytest
 
 from cluster_server import envshell
-from cluster_server.errors import Conflict
+from cluster_server.errors import Conflict, ValidationError
 from tests.unit.test_api import api, assert_error_shape  # noqa: F401
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbCdEf shoal"
@@ -51,6 +51,18 @@ def test_nodes_on_two_networks_cannot_share_one_shell():
         envshell.ssh_files([container("n1", "10.89.0.2"),
                             node("n2", "b", ssh={"host": "127.0.0.5", "port": 22,
                                                  "host_key": KEY})])
+
+
+@pytest.mark.parametrize("field, value", [("user", "root\n    ProxyCommand id"),
+                                          ("host", "10.0.0.5 -oProxyCommand=id")])
+def test_a_value_that_would_add_lines_to_the_ssh_config_is_refused(field, value):
+    # Stored facts are checked again where they become a file the shell's ssh reads.
+    bad = node("n1", "n1.demo", ssh={"host": "10.0.0.5", "port": 22, "user": "root",
+                                    "host_key": KEY})
+    bad["facts"]["resource"]["ssh"][field] = value
+    with pytest.raises(ValidationError) as raised:
+        envshell.ssh_files([bad])
+    assert raised.value.details == {"node": "n1", "field": field}
 
 
 def test_inventory_lists_nodes_without_secrets():

@@ -174,6 +174,11 @@ def test_hosts_as_a_json_string_with_defaults(ssh_hosts, home):
     ({"hosts": [{"port": 22}], "ssh_key_file": "k"}, "needs an address"),
     ({"hosts": [{"address": "127.0.0.1"}]}, "no key_file"),
     ({"hosts": ["127.0.0.1", "127.0.0.1"], "ssh_key_file": "k"}, "listed twice"),
+    ({"hosts": [{"address": "127.0.0.1", "user": "me\n  ProxyCommand id"}],
+      "ssh_key_file": "k"}, "user must be a login name"),
+    ({"hosts": ["127.0.0.1 -oProxyCommand=id"], "ssh_key_file": "k"}, "must be a host name"),
+    ({"hosts": ["127.0.0.1"], "ssh_key_file": "k", "ssh_user": "a b"},
+     "user must be a login name"),
 ])
 def test_bad_hosts_are_validation_errors(home, fields, message):
     with pytest.raises(ValidationError, match=message):
