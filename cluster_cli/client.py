@@ -136,5 +136,11 @@ class Client:
         return self.request("DELETE", path)
 
 
+def segment(text):
+    """One path segment of a URL: a name with '#', '?', '/' or a space still names itself
+    (unquoted, 'delete k1#' would have deleted k1)."""
+    return urllib.parse.quote(str(text), safe="")
+
+
 def warn(message):
     print(message, file=sys.stderr)

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from cluster_cli.client import ClientError
+from cluster_cli.client import ClientError, segment
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -24,7 +24,7 @@ def wait(client, op_id, stream=None, interval=0.3):
     live = stream.isatty()
     last = None
     while True:
-        op = client.get(f"/operations/{op_id}")
+        op = client.get(f"/operations/{segment(op_id)}")
         line = describe(op)
         if live:
             stream.write("\r\033[K" + line[:160])

@@ -4,7 +4,7 @@ import json
 import time
 
 from cluster_cli import files, progress
-from cluster_cli.client import ClientError
+from cluster_cli.client import ClientError, segment
 from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
 
 GROUP_COLUMNS = ("Count", "Services", "Hardware", "Image", "Cost")
@@ -71,7 +71,7 @@ class _Operation(ShoalCommand):
         return {}
 
     def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}",
+        result = self.client.post(f"/clusters/{segment(parsed_args.name)}/{self.verb}",
                                   self.body(parsed_args))
         self.started(parsed_args, result, parsed_args.name)
 
@@ -119,7 +119,7 @@ class PlanCluster(ShoalLister):
                 body["services"] = _names(parsed_args.services)
             if parsed_args.restart:
                 body["restart"] = True
-            result = self.client.post(f"/clusters/{parsed_args.name}/plan", body)
+            result = self.client.post(f"/clusters/{segment(parsed_args.name)}/plan", body)
         else:
             if not parsed_args.template or parsed_args.size is None:
                 raise ClientError("give --template and --size to plan a new cluster")
@@ -193,7 +193,7 @@ class ShowCluster(ShoalShowOne):
         return parser
 
     def take_action(self, parsed_args):
-        cluster = self.client.get(f"/clusters/{parsed_args.name}")
+        cluster = self.client.get(f"/clusters/{segment(parsed_args.name)}")
         if parsed_args.formatter in ("json", "yaml"):
             return self.show_dict(cluster, parsed_args)
         nodes = "\n".join(f"{n['id']} {n['hostname']} {n['address'] or '-'} {n['status']}: "
@@ -219,7 +219,7 @@ class DeleteCluster(_Operation):
         return self.add_wait(parser)
 
     def take_action(self, parsed_args):
-        result = self.client.delete(f"/clusters/{parsed_args.name}")
+        result = self.client.delete(f"/clusters/{segment(parsed_args.name)}")
         self.started(parsed_args, result, parsed_args.name)
 
 
@@ -233,7 +233,7 @@ class ResizeCluster(_Operation):
         return self.add_wait(parser)
 
     def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/resize",
+        result = self.client.post(f"/clusters/{segment(parsed_args.name)}/resize",
                                   {"size": parsed_args.size})
         layout = result["layout"]
         self.warn(f"adds {layout['added']} node(s), removes {len(layout['removed'])}")
@@ -326,7 +326,7 @@ class _Control(ShoalCommand):
         return parser
 
     def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{parsed_args.name}/{self.verb}")
+        result = self.client.post(f"/clusters/{segment(parsed_args.name)}/{self.verb}")
         self.app.stdout.write(f"{self.verb} requested for operation {result['operation']}\n")
 
 
@@ -372,7 +372,7 @@ class ClusterEvents(ShoalCommand):
     def take_action(self, parsed_args):
         after = 0
         while True:
-            result = self.client.get(f"/clusters/{parsed_args.name}/events", after=after,
+            result = self.client.get(f"/clusters/{segment(parsed_args.name)}/events", after=after,
                                      wait=10 if parsed_args.follow and after else None)
             for event in result["events"]:
                 stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
@@ -395,7 +395,7 @@ class ListTasks(ShoalLister):
         return parser
 
     def take_action(self, parsed_args):
-        rows = self.client.get(f"/clusters/{parsed_args.cluster}/tasks",
+        rows = self.client.get(f"/clusters/{segment(parsed_args.cluster)}/tasks",
                                operation=parsed_args.operation)
         return (("ID", "Node", "Action", "Service", "Status", "Attempts", "Duration"),
                 [(t["id"], t["node"], t["action"], t["service"] or "", t["status"],
@@ -413,7 +413,7 @@ class ShowTask(ShoalShowOne):
         return parser
 
     def take_action(self, parsed_args):
-        task = self.client.get(f"/tasks/{parsed_args.id}")
+        task = self.client.get(f"/tasks/{segment(parsed_args.id)}")
         task["output"] = "\n".join(task["output"].splitlines()[-parsed_args.lines:])
         return self.show_dict(task, parsed_args)
 

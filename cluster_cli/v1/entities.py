@@ -4,7 +4,7 @@ One set of classes made per noun: the kinds differ only in their path and list c
 """
 
 from cluster_cli import files
-from cluster_cli.client import ClientError
+from cluster_cli.client import ClientError, segment
 from cluster_cli.commands import NOUNS
 from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
 
@@ -73,7 +73,7 @@ class _Show(ShoalShowOne):
 
     def take_action(self, parsed_args):
         params = {"raw": "1"} if getattr(parsed_args, "raw", False) else {}
-        body = self.client.get(f"{PATHS[self.kind]}/{parsed_args.name}", **params)
+        body = self.client.get(f"{PATHS[self.kind]}/{segment(parsed_args.name)}", **params)
         return self.show_dict(body, parsed_args)
 
 
@@ -86,7 +86,7 @@ class _Update(ShoalShowOne):
         return parser
 
     def take_action(self, parsed_args):
-        result = self.client.put(f"{PATHS[self.kind]}/{parsed_args.name}",
+        result = self.client.put(f"{PATHS[self.kind]}/{segment(parsed_args.name)}",
                                  _read_body(parsed_args.file))
         self.print_warnings(result["warnings"])
         return self.show_dict(result["entity"], parsed_args)
@@ -103,7 +103,7 @@ class _Delete(ShoalCommand):
         failed = 0
         for name in parsed_args.names:
             try:
-                self.client.delete(f"{PATHS[self.kind]}/{name}")
+                self.client.delete(f"{PATHS[self.kind]}/{segment(name)}")
             except ClientError as error:
                 failed += 1
                 self.warn(f"error: {error}")

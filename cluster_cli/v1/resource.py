@@ -6,21 +6,16 @@ only the active version is used by new tasks. Keys' contents are never shown.
 
 import sys
 import time
-import urllib.parse
 
-from cluster_cli.client import ClientError
+from cluster_cli.client import ClientError, segment
 from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
 
 KINDS = ("scripts", "archives", "keys")
 VERSION_COLUMNS = ("Version", "Status", "Size", "SHA256", "Uploaded")
 
 
-def _quote(text):
-    return urllib.parse.quote(str(text), safe="")
-
-
 def _path(kind, name, *rest):
-    return "/".join(["/resources", _quote(kind), _quote(name), *map(_quote, rest)])
+    return "/".join(["/resources", segment(kind), segment(name), *map(segment, rest)])
 
 
 def _add_kind_name(parser):

@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 
-from cluster_cli.client import ClientError
+from cluster_cli.client import ClientError, segment
 from cluster_cli.v1.base import ShoalCommand
 
 
@@ -161,7 +161,7 @@ class ShellCluster(ShoalCommand):
         body = {"tty": True}
         if parsed_args.cli:
             body["cli"] = parsed_args.cli
-        spec = self.client.post(f"/clusters/{parsed_args.name}/shell", body)
+        spec = self.client.post(f"/clusters/{segment(parsed_args.name)}/shell", body)
         return interactive(spec)
 
 
@@ -203,5 +203,5 @@ class ExecCluster(ShoalCommand):
         body = {"tty": False, "stdin": parsed_args.interactive, "command": command}
         if parsed_args.cli:
             body["cli"] = parsed_args.cli
-        spec = self.client.post(f"/clusters/{parsed_args.name}/shell", body)
+        spec = self.client.post(f"/clusters/{segment(parsed_args.name)}/shell", body)
         return run(spec)

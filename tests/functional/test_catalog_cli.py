@@ -51,6 +51,17 @@ def test_bulk_delete_reports_how_many_failed(shoal, tmp_path):
     assert shoal.json("service", "list") == []
 
 
+@pytest.mark.parametrize("name", ["s1#", "s1?x=1", "s1/", "../services/s1", "s 1", "s1ü"])
+def test_a_name_is_sent_as_one_path_segment(shoal, tmp_path, name):
+    # Unquoted, 'delete s1#' and 'delete s1?x=1' deleted s1, and 'ü' or a space never left the
+    # client.
+    (tmp_path / "s.json").write_text(json.dumps({"name": "s1"}))
+    shoal.run("service", "create", tmp_path / "s.json")
+    assert "not found" in shoal.fails("service", "show", name).stderr
+    assert "not found" in shoal.fails("service", "delete", name).stderr
+    assert shoal.json("service", "show", "s1")["name"] == "s1"
+
+
 def test_import_coopr_catalog_warns_exactly_three_names(shoal, coopr_catalog):
     result = shoal.run("catalog", "import", coopr_catalog)
     assert "Imported 92 entities" in result.stdout
