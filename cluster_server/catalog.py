@@ -4,6 +4,7 @@ Everything here is a pure function of catalog dicts; the store and the API call 
 write, so bad input never leaves a half-written catalog.
 """
 
+import decimal
 import json
 import pathlib
 import re
@@ -71,6 +72,22 @@ class Matching(Schema):
         STR.check(value, path)
         if not self.pattern.fullmatch(value):
             raise _Bad(path, f"must be {self.label}")
+
+
+class Amount(Schema):
+    """A number, or a string of one as Coopr writes costs ("0.175"): finite and not negative
+    (an infinite or NaN cost would break every layout of the provider)."""
+
+    def check(self, value, path):
+        NUMLIKE.check(value, path)
+        if value == "":
+            return
+        try:
+            amount = decimal.Decimal(str(value))
+        except decimal.InvalidOperation:
+            raise _Bad(path, "must be a number") from None
+        if not amount.is_finite() or amount < 0:
+            raise _Bad(path, "must be a finite number, 0 or more")
 
 
 class Anything(Schema):
@@ -201,7 +218,7 @@ SCHEMAS = {
     ),
     "hardwaretype": Obj(
         {**COMMON, "providermap": PROVIDER_MAP(Obj(
-            {"flavor": STR, "cost": NUMLIKE, "vcpu": NUMLIKE, "ram": NUMLIKE, "disks": STR},
+            {"flavor": STR, "cost": Amount(), "vcpu": NUMLIKE, "ram": NUMLIKE, "disks": STR},
             required=("flavor",), open_keys=True))},
         required=("name", "providermap"),
     ),

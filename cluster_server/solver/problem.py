@@ -46,9 +46,17 @@ class _Problem:
 # ----- arguments ------------------------------------------------------------------------------
 
 
+MAX_SIZE = 100_000  # ten times the largest cluster bench/solver.py measures
+
+
 def _check_size(size):
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValidationError(f"size must be a whole number of nodes, at least 1 (got {size!r})",
+                              {"field": "size", "value": repr(size)})
+    if size > MAX_SIZE:
+        # Far past this the solver's memory grows without a useful answer (a size of 10**20
+        # was an internal error, 10**6 used gigabytes).
+        raise ValidationError(f"size must be at most {MAX_SIZE:,} nodes (got {size:,})",
                               {"field": "size", "value": repr(size)})
     return size
 
@@ -255,9 +263,12 @@ def _scaled_costs(catalog, provider):
         raw = flavor.get("cost", 0)
         try:
             exact[name] = Fraction(Decimal(str(raw if raw not in (None, "") else 0)))
-        except (InvalidOperation, ValueError):
-            raise ValidationError(f"hardware type {name} has a cost that is not a number: "
-                                  f"{raw!r}", {"hardwaretype": name, "cost": raw}) from None
+            if exact[name] < 0:
+                raise ValueError("negative")
+        except (InvalidOperation, ValueError, OverflowError):  # OverflowError: Infinity
+            raise ValidationError(f"hardware type {name} has a cost that is not a finite number "
+                                  f"of 0 or more: {raw!r}", {"hardwaretype": name, "cost": raw}
+                                  ) from None
     scale = lcm(1, *(cost.denominator for cost in exact.values()))
     return {name: int(cost * scale) for name, cost in exact.items()}, scale
 

@@ -225,6 +225,14 @@ def test_size_must_be_a_positive_whole_number(size):
     assert error.value.details["field"] == "size"
 
 
+@pytest.mark.parametrize("size", [100_001, 10**20, 2**63 - 1])
+def test_size_has_an_upper_bound(size):
+    # 10**20 was an internal error, 2**63 - 1 a MemoryError, 10**6 took gigabytes.
+    with pytest.raises(ValidationError, match="at most 100,000 nodes") as error:
+        solve_layout(make_template(["a"]), plain("a"), size)
+    assert error.value.details["field"] == "size"
+
+
 def test_current_nodes_need_unique_ids():
     node = {"id": "x", "services": ["a"], "hardwaretype": "small", "imagetype": "img"}
     with pytest.raises(ValidationError, match="appears twice"):
