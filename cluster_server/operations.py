@@ -195,6 +195,19 @@ def _ensure_idle(store, cluster):
                        "or 'shoal cluster cancel'", {"operation": op_id})
 
 
+def _ensure_created(store, cluster):
+    """A cluster whose create failed takes no other operation than retry and delete: rolled
+    back, it has nothing to change; kept (--keep-on-failure), it is half made."""
+    if cluster["status"] != "FAILED":
+        return
+    name = cluster["name"]
+    if not node_rows(store, cluster["id"]):
+        raise Conflict(f"cluster '{name}' was rolled back after its create failed; nothing of "
+                       "it is left: create it again", {"status": "FAILED"})
+    raise Conflict(f"cluster '{name}' failed to create and kept its nodes: 'shoal cluster retry "
+                   f"{name}', or delete it", {"status": "FAILED"})
+
+
 # -- the operations ------------------------------------------------------------------------------
 
 CREATE_FIELDS = ("name", "template", "size", "services", "provider", "hardwaretype",
@@ -223,8 +236,15 @@ def create(store, tenant, data):
     cluster_id = _new_id("c")
     now = time.time()
     with store.write() as db:
-        if db.execute("SELECT 1 FROM clusters WHERE tenant = ? AND name = ? AND status !="
-                      " 'DELETED'", [tenant, name]).fetchone():
+        row = db.execute("SELECT id, status FROM clusters WHERE tenant = ? AND name = ? AND"
+                         " status != 'DELETED'", [tenant, name]).fetchone()
+        if row and row[1] == "FAILED" and not node_rows(store, row[0]) and \
+                not running_operation(store, row[0]):
+            # A create that was rolled back left nothing: its name is free again (its
+            # operations and events stay in the store under its id).
+            db.execute("UPDATE clusters SET status = 'DELETED', updated_at = ? WHERE id = ?",
+                       [now, row[0]])
+        elif row:
             raise Conflict(f"cluster '{name}' already exists", {"entity": "cluster", "name": name})
         db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'CREATING', ?, ?, ?)",
@@ -259,6 +279,7 @@ def change(store, tenant, name, kind, data):
                "remove-services": ("services", "dry_run")}[kind]
     _check_known(data, allowed)
     cluster = get_cluster(store, tenant, name)
+    _ensure_created(store, cluster)
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
     current = node_rows(store, cluster["id"])
@@ -277,6 +298,10 @@ def change(store, tenant, name, kind, data):
                 raise ValidationError(f"not on cluster '{name}': {', '.join(absent)}",
                                       {"field": "services", "reason": "absent", "names": absent})
             request["services"] = sorted(set(on_cluster) - set(wanted))
+            if not request["services"]:
+                raise ValidationError(f"removing every service of cluster '{name}' leaves "
+                                      "nothing to run; delete the cluster instead",
+                                      {"field": "services", "reason": "all"})
     old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
     template, view, layout = solve_request(store, tenant, request, current=old,
                                            template=spec["template"])
@@ -337,6 +362,7 @@ def services_op(store, tenant, name, kind, data):
     """start / stop / restart / reconfigure, on all services or some (their closure comes too)."""
     _check_known(data, ("services", "restart", "config", "dry_run"))
     cluster = get_cluster(store, tenant, name)
+    _ensure_created(store, cluster)
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
     targets = _field(data, "services", "names") or None

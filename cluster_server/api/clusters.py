@@ -135,7 +135,12 @@ def cluster_operation(name, verb):
         op_id = operations.running_operation(store, cluster["id"])
         if op_id is None:
             raise Conflict(f"cluster '{name}' has no running operation to {verb}")
-        getattr(engine, verb)(op_id)
+        if not getattr(engine, verb)(op_id):
+            # The operation is not in a state the verb applies to (resume of a running one,
+            # pause of a rollback) or ended meanwhile: saying "requested" would be untrue.
+            status = engine.operation(op_id)["status"]
+            raise Conflict(f"operation {op_id} of cluster '{name}' is {status.lower()}; "
+                           f"cannot {verb} it", {"operation": op_id, "status": status})
         return jsonify({"operation": op_id, "requested": verb})
     raise NotFound(f"unknown cluster operation '{verb}'", {"field": "operation"})
 

@@ -135,8 +135,15 @@ def test_failed_create_rolls_back_everything(fake, fault):
     # The tasks that failed keep their status, so the task list shows what went wrong.
     failed = [t for t in tasks(shoal, "c1") if t["Status"] == "FAILED"]
     assert failed and not any("rollback:" in t["ID"] for t in failed)
-    # The name is free again for a fresh create.
     assert shoal.json("cluster", "list")[0]["Status"] == "FAILED"
+    # Nothing is left to change (a resize used to fail on the rolled-back nodes' ids, a start
+    # made it ACTIVE with no node); the name is free again for a fresh create.
+    for args in (("resize", "c1", "--size", "2"), ("start", "c1"),
+                 ("add-services", "c1", "app")):
+        assert "was rolled back after its create failed" in shoal.fails("cluster", *args).stderr
+    again = create(shoal, "c1", 3, check=False)
+    assert "already exists" not in again.stderr
+    assert show(shoal, "c1")["id"] != cluster["id"]
 
 
 def test_keep_on_failure_keeps_the_nodes_and_retry_finishes(fake):
@@ -240,6 +247,7 @@ def test_pause_holds_new_tasks_until_resume(fake):
     shoal = fake(fields={"sleep": 0.5})  # 8 actions a node: the create takes over 4 s
     shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", "2")
     wait_for(lambda: checks.entries(shoal.home, "c1"), "the first action", 30)
+    assert "is running; cannot resume it" in shoal.fails("cluster", "resume", "c1").stderr
     shoal.run("cluster", "pause", "c1")
     assert show(shoal, "c1")["operation"]["status"] == "PAUSED"
     time.sleep(0.8)  # what ran when the pause came has finished by now
@@ -308,6 +316,9 @@ def test_add_and_remove_services(fake):
     cluster = show(shoal, "c1")
     assert "cache" not in cluster["services"]
     assert not any("cache" in n["services"] for n in cluster["nodes"])
+    # Every service at once is what delete is for.
+    failed = shoal.fails("cluster", "remove-services", "c1", *cluster["services"])
+    assert "leaves nothing to run; delete the cluster instead" in failed.stderr
 
 
 def test_start_stop_restart_take_their_closure(fake):
