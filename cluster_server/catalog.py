@@ -269,6 +269,8 @@ def validate(kind, body):
             {"entity": kind, "name": name, "field": bad.path, "reason": bad.reason},
         ) from None
     _check_macros(kind, name, label, body)
+    if kind in ("template", "partial"):
+        _check_bounds(label, kind, name, body)
     if not NAME_RE.match(name):
         raise ValidationError(
             f"{label}: name must be letters, digits, '.', '_' or '-' (at most 128)",
@@ -376,6 +378,36 @@ def check_cycles(services):
                 {"entity": "service", "name": cycle[0], "field": f"dependencies.{phase}",
                  "reason": "cycle", "cycle": cycle},
             )
+
+
+def check_extends(templates):
+    """Reject a cycle of ``extends`` when it is written (resolving it fails on every read)."""
+    graph = {name: [ref_name(body["extends"])] if body.get("extends") else []
+             for name, body in templates.items()}
+    cycle = _find_cycle(graph)
+    if cycle:
+        raise ValidationError(
+            f"template '{cycle[0]}': extends forms a cycle: {' -> '.join(cycle)}",
+            {"entity": "template", "name": cycle[0], "field": "extends", "reason": "cycle",
+             "cycle": cycle})
+
+
+def _check_bounds(label, kind, name, body):
+    """Counts that cannot be met are refused here, not reported by every plan."""
+    constraints = body.get("constraints", {})
+    pairs = [("constraints.size", constraints.get("size", {}))]
+    pairs += [(f"constraints.services.{service}.quantities", rule.get("quantities", {}))
+              for service, rule in constraints.get("services", {}).items()]
+    for field, bounds in pairs:
+        for key in ("min", "max"):
+            if bounds.get(key, 0) < 0:
+                raise ValidationError(f"{label}: {field}.{key} must be 0 or more",
+                                      {"entity": kind, "name": name, "field": f"{field}.{key}",
+                                       "reason": "negative"})
+        if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
+            raise ValidationError(
+                f"{label}: {field}: min {bounds['min']} is more than max {bounds['max']}",
+                {"entity": kind, "name": name, "field": field, "reason": "min > max"})
 
 
 def _find_cycle(graph):

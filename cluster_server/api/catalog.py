@@ -57,6 +57,7 @@ def write_entities(entities, replace, sources=None):
         merged.setdefault(kind, {})[body["name"]] = body
         cleaned.append((kind, body))
     catalog.check_cycles(merged.get("service", {}))
+    catalog.check_extends(merged.get("template", {}))
     written = {(kind, body["name"]) for kind, body in cleaned}
     warnings = [w for w in catalog.dangling(merged) if (w["entity"], w["name"]) in written]
     store.catalog_put(cleaned, g.tenant)

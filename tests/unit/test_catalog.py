@@ -57,6 +57,11 @@ def test_coopr_catalog_has_exactly_three_dangling_names(coopr):
      "providermap.aws.cost", "0 or more"),
     ("hardwaretype", {"name": "h", "providermap": {"aws": {"flavor": "f", "cost": "cheap"}}},
      "providermap.aws.cost", "must be a number"),
+    # Counts no layout can meet: refused here rather than by every plan.
+    ("template", {"name": "t", "constraints": {"size": {"min": 5, "max": 2}}},
+     "constraints.size", "min 5 is more than max 2"),
+    ("partial", {"name": "p", "constraints": {"services": {"db": {"quantities": {"max": -1}}}}},
+     "constraints.services.db.quantities.max", "must be 0 or more"),
     ("provider", {"name": "p"}, "providertype", "is required"),
     ("provider", {"name": "p", "providertype": "x", "provisioner": {"a": {"b": 1}}},
      "provisioner.a", "must be a string, number or boolean"),
@@ -103,6 +108,15 @@ def test_cycle_in_service_dependencies_is_rejected_with_the_path():
         catalog.check_cycles(services)
     assert raised.value.details["cycle"] == ["a", "b", "c", "a"]
     assert "a -> b -> c -> a" in raised.value.message
+
+
+def test_a_cycle_of_extends_is_refused_when_written():
+    templates = {"a": {"name": "a", "extends": "b"}, "b": {"name": "b", "extends": {"name": "a"}},
+                 "c": {"name": "c", "extends": "a"}}
+    with pytest.raises(ValidationError, match="extends forms a cycle: a -> b -> a"):
+        catalog.check_extends(templates)
+    del templates["b"]["extends"]
+    catalog.check_extends(templates)  # a chain is fine
 
 
 def test_cycle_through_provides_is_found():
