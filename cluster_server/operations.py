@@ -113,11 +113,16 @@ def check_plugins(view, provider_name, services):
                  for error, users in missing.values()]
         raise plugins.PluginError("; ".join(parts), {"missing": [
             {**error.details, "services": users} for error, users in missing.values()]})
-    # The provider's fields as its plugin declares them (required, patterns): refused now,
-    # before anything is written, rather than at the operation's first task.
+    # The provider's and the actions' fields as their plugins declare them: refused now,
+    # before anything is written or made, rather than at the task that uses them.
     entry = view.providers[provider_name]
     plugins.validate_fields("provider", entry["name"], plugins.plugin_class(
         plugins.PROVIDER_NAMESPACE, entry["providertype"]).fields, entry.get("provisioner", {}))
+    for service in sorted(services):
+        actions = view.services[service].get("provisioner", {}).get("actions", {})
+        for action, spec in sorted(actions.items()):
+            plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, spec["type"]).check_fields(
+                service, action, spec.get("fields", {}))
 
 
 def snapshot(template, view, layout, config, owner):

@@ -156,6 +156,13 @@ class Automator(abc.ABC):
         self.home = home
         self.resources = resources
 
+    @classmethod
+    def check_fields(cls, service, action, fields):
+        """Refuse an action's fields that can never work, when an operation is created and
+        before any node is made (fields may still hold macros). By default: the declared
+        fields' rules."""
+        validate_fields("service", service, cls.fields, fields, where=f"action {action}")
+
     @abc.abstractmethod
     def run(self, action, service, fields, context, transport):
         """Run ``action`` of ``service``; ``fields`` are already macro-expanded.
@@ -165,8 +172,9 @@ class Automator(abc.ABC):
         """
 
 
-def validate_fields(kind, name, declared, given, allow_unknown=True):
+def validate_fields(kind, name, declared, given, allow_unknown=True, where=""):
     """Check ``given`` fields against the plugin's declared ones; return them with defaults."""
+    label = f"{kind} '{name}'" + (f" {where}" if where else "")
     result = {}
     for key, field in declared.items():
         value = given.get(key)
@@ -174,12 +182,12 @@ def validate_fields(kind, name, declared, given, allow_unknown=True):
             value = field.default
         if field.required and value in (None, ""):
             raise ValidationError(
-                f"{kind} '{name}': field '{key}' is required",
+                f"{label}: field '{key}' is required",
                 {"entity": kind, "name": name, "field": key, "reason": "required"},
             )
         if value not in (None, "") and field.pattern and not field.pattern.fullmatch(str(value)):
             raise ValidationError(
-                f"{kind} '{name}': field '{key}' must be {field.pattern_help}",
+                f"{label}: field '{key}' must be {field.pattern_help}",
                 {"entity": kind, "name": name, "field": key, "reason": "pattern"},
             )
         if value is not None:
@@ -187,7 +195,7 @@ def validate_fields(kind, name, declared, given, allow_unknown=True):
     for key, value in given.items():
         if key not in declared and not allow_unknown:
             raise ValidationError(
-                f"{kind} '{name}': unknown field '{key}'",
+                f"{label}: unknown field '{key}'",
                 {"entity": kind, "name": name, "field": key, "reason": "unknown"},
             )
         result.setdefault(key, value)

@@ -11,7 +11,7 @@ import posixpath
 import re
 import shlex
 
-from cluster_server.errors import AutomatorError, ShoalError
+from cluster_server.errors import AutomatorError, ShoalError, ValidationError
 from cluster_server.plugins import ActionResult, Automator, Field
 
 #: Scripts shipped with Shoal, used when no plugin resource has the name.
@@ -64,6 +64,25 @@ def _fact(context, flat, nested, default=None):
     return value.get(inner, default) if isinstance(value, dict) else default
 
 
+def _check_script_name(name):
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or ".." in parts:
+        raise AutomatorError(f"shell: script name {name!r} must be a relative path without "
+                             "'..'", {"script": name, "field": "script"})
+
+
+def _check_script_or_command(service, action, fields):
+    """Exactly one of 'script' and 'command'; a script named within the script folders."""
+    script, command = fields.get("script"), fields.get("command")
+    if bool(script) == bool(command):
+        raise AutomatorError(
+            f"shell: {service}/{action} needs exactly one of the fields 'script' and "
+            "'command'", {"service": service, "action": action, "field": "script"},
+        )
+    if script:
+        _check_script_name(str(script))
+
+
 class ShellAutomator(Automator):
     """Runs ``[interpreter?, script, *args]`` or ``command`` on the node as argv.
 
@@ -88,14 +107,20 @@ class ShellAutomator(Automator):
         super().__init__(home, resources)
         self.script_dirs = list(script_dirs)
 
+    @classmethod
+    def check_fields(cls, service, action, fields):
+        super().check_fields(service, action, fields)
+        try:
+            _check_script_or_command(service, action, fields)
+        except AutomatorError as error:
+            raise ValidationError(f"service '{service}' action {action}: {error.message}",
+                                  {**error.details, "entity": "service", "name": service}
+                                  ) from None
+
     def run(self, action, service, fields, context, transport):
         context = context or {}
+        _check_script_or_command(service, action, fields)
         script, command = fields.get("script"), fields.get("command")
-        if bool(script) == bool(command):
-            raise AutomatorError(
-                f"shell: {service}/{action} needs exactly one of the fields 'script' and "
-                "'command'", {"service": service, "action": action},
-            )
         env = self._environment(action, service, fields, context, transport)
         if command:
             argv = split_args(command, "command")
@@ -122,10 +147,7 @@ class ShellAutomator(Automator):
     def _resolve(self, name, context):
         """The local file of script ``name``: plugin resources first, then script directories."""
         name = str(name)
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith("/") or ".." in parts:
-            raise AutomatorError(f"shell: script name {name!r} must be a relative path without "
-                                 "'..'", {"script": name})
+        _check_script_name(name)
         looked = []
         if self.resources is not None:
             looked.append("plugin resources (scripts)")

@@ -78,6 +78,25 @@ def test_a_provider_field_its_plugin_refuses_fails_before_anything_is_made(shoal
     assert shoal.json("cluster", "list") == []
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({}, "needs exactly one of the fields 'script' and 'command'"),
+    ({"script": "../../bin/true"}, "must be a relative path without '..'"),
+])
+def test_an_action_field_its_automator_refuses_fails_before_anything_is_made(
+        shoal, tmp_path, fields, message):
+    # It used to be found at the action's task, after every node was made (and rolled back).
+    root = catalog.write(tmp_path / "cat")
+    path = root / "services" / "app.json"
+    body = json.loads(path.read_text())
+    body["provisioner"]["actions"]["start"] = {"type": "shell", "fields": fields}
+    path.write_text(json.dumps(body))
+    shoal.run("catalog", "import", root)
+    failed = shoal.fails("cluster", "create", "c1", "--template", "fake-stack", "--size", "2")
+    assert "service 'app' action start" in failed.stderr and message in failed.stderr
+    assert shoal.json("cluster", "list") == []
+    assert cloud.load(shoal.home)["instances"] == {}
+
+
 def test_unknown_automator_type_names_the_services_that_need_it(shoal, tmp_path):
     root = catalog.write(tmp_path / "cat")
     path = root / "services" / "app.json"
