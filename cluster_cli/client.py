@@ -24,8 +24,28 @@ class ClientError(Exception):
 
 def shoal_home():
     path = pathlib.Path(os.environ.get("SHOAL_HOME") or pathlib.Path.home() / ".shoal")
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers folders only: a file is in the way
+        raise ClientError(f"SHOAL_HOME {path} is not a directory") from None
+    except OSError as exc:
+        raise ClientError(f"SHOAL_HOME {path}: cannot create: {exc.strerror}") from None
     return path
+
+
+def split_url(url, source):
+    """(host, port) of an http://HOST:PORT URL; ``source`` names where the URL came from."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ClientError(f"{source} {url}: expected http://HOST:PORT", code="unreachable")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise ClientError(f"{source} {url}: the port must be a number from 1 to 65535",
+                          code="unreachable")
+    return parts.hostname, port or 80
 
 
 def local_server_url(home=None):
@@ -40,6 +60,7 @@ def local_server_url(home=None):
 class Client:
     def __init__(self, url=None, token=None, autostart=True, tenant=None):
         self.explicit_url = url or os.environ.get("SHOAL_URL")
+        self.url_source = "--url" if url else "SHOAL_URL"
         self.token = token or os.environ.get("SHOAL_TOKEN")
         self.autostart = autostart and not self.explicit_url
         self.tenant = tenant or os.environ.get("SHOAL_TENANT")
@@ -49,6 +70,8 @@ class Client:
     def url(self):
         if self._url:
             return self._url
+        if self.explicit_url:
+            split_url(self.explicit_url, self.url_source)
         url = self.explicit_url or local_server_url()
         if url is None or (not self.explicit_url and not self._alive(url)):
             if not self.autostart:
@@ -77,10 +100,7 @@ class Client:
         return self.token
 
     def _raw(self, method, url, path, body, quiet=False, raw_body=None):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ClientError(f"bad server URL '{url}': expected http://HOST:PORT",
-                              code="unreachable")
+        host, port = split_url(url, "server URL")
         headers = {"Authorization": "Bearer " + self._token(), "Accept": "application/json"}
         if self.tenant:
             headers["X-Shoal-Tenant"] = self.tenant
@@ -92,9 +112,8 @@ class Client:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
-            if self._conn is None or self._conn.host != parts.hostname:
-                self._conn = http.client.HTTPConnection(parts.hostname, parts.port or 80,
-                                                        timeout=None)
+            if self._conn is None or (self._conn.host, self._conn.port) != (host, port):
+                self._conn = http.client.HTTPConnection(host, port, timeout=None)
             self._conn.request(method, path, body=data, headers=headers)
             response = self._conn.getresponse()
             raw = response.read()

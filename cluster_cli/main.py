@@ -53,6 +53,12 @@ class ShoalApp(App):
     def initialize_app(self, argv):
         self._client = None
 
+    def interact(self):
+        # With no command cliff opens an interactive shell; print the command list instead, as
+        # 'shoal --help' does (it exits 0).
+        self.options.deferred_help = True
+        self.print_help_if_requested()
+
     @property
     def client(self):
         if self._client is None:

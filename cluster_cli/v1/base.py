@@ -1,5 +1,6 @@
 """Shared pieces of the command classes: the client, warnings, one-line errors."""
 
+import argparse
 import json
 import sys
 
@@ -24,6 +25,18 @@ class ClientMixin:
     def print_warnings(self, warnings):
         for warning in warnings or []:
             self.warn(f"warning: {warning['message']}")
+
+
+def positive_int(text):
+    """An argparse type for counts such as --lines: zero or less would print nothing, or
+    everything, or fail deep inside with a message that names no option."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not '{text}'")
+    return value
 
 
 def cell(value, parsed_args):

@@ -5,7 +5,7 @@ import time
 
 from cluster_cli import files, progress
 from cluster_cli.client import ClientError, segment
-from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
+from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne, positive_int
 
 GROUP_COLUMNS = ("Count", "Services", "Hardware", "Image", "Cost")
 
@@ -16,8 +16,12 @@ def _names(value):
 
 def _config(value):
     """--config: inline JSON, or @FILE with JSON or YAML."""
-    if not value:
+    if value is None:
         return None
+    if not value.strip():
+        raise ClientError("--config is empty")
+    if value == "@":
+        raise ClientError("--config @FILE needs a file name")
     data = files.load(value[1:]) if value.startswith("@") else _json(value)
     if not isinstance(data, dict):
         raise ClientError("--config must be a JSON object (or @FILE holding one)")
@@ -409,7 +413,8 @@ class ShowTask(ShoalShowOne):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("id", metavar="ID")
-        parser.add_argument("--lines", type=int, default=40, help="output lines to show")
+        parser.add_argument("--lines", type=positive_int, default=40,
+                            help="output lines to show")
         return parser
 
     def take_action(self, parsed_args):

@@ -4,10 +4,21 @@ import collections
 
 from cluster_cli import daemon
 from cluster_cli.client import ClientError
-from cluster_cli.v1.base import ShoalCommand, ShoalShowOne
+from cluster_cli.v1.base import ShoalCommand, ShoalShowOne, positive_int
 
 
-class StartServer(ShoalCommand):
+class LocalServerCommand(ShoalCommand):
+    """A command on the server process of this SHOAL_HOME: it would act on the local server
+    even when --url/SHOAL_URL names another one, so it refuses them."""
+
+    def run(self, parsed_args):
+        if self.client.explicit_url:
+            raise ClientError(f"{self.cmd_name} manages the local server; it does not take "
+                              "--url/SHOAL_URL")
+        return super().run(parsed_args)
+
+
+class StartServer(LocalServerCommand):
     """Start the local Shoal server in the background (does nothing if it runs)."""
 
     def get_parser(self, prog_name):
@@ -35,7 +46,7 @@ class StartServer(ShoalCommand):
         self.app.stdout.write(f"Shoal server {state} at {url} (pid {daemon.running_pid()})\n")
 
 
-class StopServer(ShoalCommand):
+class StopServer(LocalServerCommand):
     """Stop the local Shoal server; running operations resume at the next start."""
 
     def take_action(self, parsed_args):
@@ -48,7 +59,7 @@ class ServerStatus(ShoalShowOne):
 
     def take_action(self, parsed_args):
         pid = daemon.running_pid()
-        if not pid and not self.app.options.url:
+        if not pid and not self.client.explicit_url:
             return self.show_dict({"status": "stopped", "url": "", "pid": ""}, parsed_args)
         info = self.client.get("/server")
         return self.show_dict({"status": "running", "url": self.client.url(),
@@ -56,12 +67,12 @@ class ServerStatus(ShoalShowOne):
                                "home": info["home"]}, parsed_args)
 
 
-class ServerLogs(ShoalCommand):
+class ServerLogs(LocalServerCommand):
     """Print the end of the server's log."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("-n", "--lines", type=int, default=50,
+        parser.add_argument("-n", "--lines", type=positive_int, default=50,
                             help="how many lines from the end (default 50)")
         return parser
 

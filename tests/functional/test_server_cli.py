@@ -124,3 +124,59 @@ def test_many_first_commands_at_once_start_one_server(tmp_path):
         assert len(servers) == 1
     finally:
         shoal.run("server", "stop")
+
+
+def test_a_shoal_home_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("")
+    shoal = Shoal(tmp_path / "afile")
+    for args in (("server", "status"), ("service", "list")):
+        result = shoal.fails(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"SHOAL_HOME {tmp_path / 'afile'} is not a directory"
+
+
+def test_start_stop_logs_manage_the_local_server_only(shoal):
+    # With --url, 'server stop' used to say "stopped" and stop the local server.
+    for verb in ("start", "stop", "logs"):
+        result = shoal.fails("--url", "http://127.0.0.1:1", "server", verb)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (f"server {verb} manages the local server; it does not "
+                                          "take --url/SHOAL_URL")
+    shoal.env["SHOAL_URL"] = "http://127.0.0.1:1"
+    assert "does not take --url/SHOAL_URL" in shoal.fails("server", "stop").stderr
+    # status reports on the server it is pointed at
+    assert "cannot reach the Shoal server at http://127.0.0.1:1" in shoal.fails(
+        "server", "status").stderr
+    del shoal.env["SHOAL_URL"]
+    status = shoal.json("--url", shoal.url, "server", "status")
+    assert status["status"] == "running" and status["url"] == shoal.url
+    assert shoal.json("server", "status")["status"] == "running"  # nothing was stopped
+
+
+def test_line_counts_must_be_positive(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    for args in (("server", "logs", "--lines", "-3"), ("server", "logs", "-n", "0"),
+                 ("task", "show", "1", "--lines", "-5"), ("task", "show", "1", "--lines", "x")):
+        result = shoal.fails(*args)
+        assert result.returncode == 2, args
+        assert f"--lines: must be a whole number above 0, not '{args[-1]}'" in result.stderr
+    assert not (shoal.home / "server.json").exists()  # refused before any server was started
+
+
+def test_bare_shoal_prints_the_command_list(tmp_path):
+    # cliff would open an interactive shell; with no terminal it printed a blank line, exit 1.
+    result = Shoal(tmp_path / "home").run(input="")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: shoal")
+    assert "server start" in result.stdout and "template list" in result.stdout
+
+
+def test_a_bad_url_port_names_the_url(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    result = shoal.fails("--url", "http://127.0.0.1:99999", "service", "list")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("--url http://127.0.0.1:99999: the port must be a number "
+                                     "from 1 to 65535")
+    shoal.env["SHOAL_URL"] = "http://127.0.0.1:x"
+    assert "SHOAL_URL http://127.0.0.1:x: the port must be" in shoal.fails(
+        "service", "list").stderr
