@@ -171,3 +171,62 @@ def test_api_needs_the_token(shoal):
     request.add_header("Authorization", f"Bearer {shoal.token}")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read()) == []
+
+
+def test_yaml_dates_stay_strings_and_values_json_cannot_hold_are_named(shoal, tmp_path):
+    # An unquoted date used to fail with "Object of type date is not JSON serializable".
+    (tmp_path / "d.yaml").write_text("name: 2024-01-01\n")
+    shoal.run("service", "create", tmp_path / "d.yaml")
+    assert shoal.json("service", "show", "2024-01-01")["name"] == "2024-01-01"
+    (tmp_path / "services").mkdir()
+    path = tmp_path / "services" / "x.yaml"
+    cases = {
+        "name: x\nconfig:\n  at: [1, !!timestamp 2024-01-01]\n":
+            "config.at[1]: a date is not allowed here; quote it as a string",
+        "name: x\ndescription: !!binary aGVsbG8=\n":
+            "description: binary data is not allowed here; write it as a string, without !!binary",
+        "name: x\ndescription: !!set {a, b}\n":
+            "description: a set is not allowed here; write it as a list",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        for args in (("service", "create", path), ("catalog", "import", path)):
+            result = shoal.fails(*args)
+            assert result.returncode == 1
+            assert result.stderr.strip() == f"{path}: {message}"
+    assert [row["Name"] for row in shoal.json("service", "list")] == ["2024-01-01"]
+
+
+def test_a_file_that_is_not_utf8_is_named(shoal, tmp_path):
+    path = tmp_path / "x.json"
+    path.write_bytes(b'{"name": "caf\xe9"}')
+    result = shoal.fails("service", "create", path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{path}: not UTF-8 text (byte 13 is 0xe9)"
+
+
+@pytest.mark.parametrize("name,text,where", [
+    ("x.json", '{"name": "d3", "name": "d4"}', ""),
+    ("x.json", '{"name": "d3", "config": {"a": 1, "a": 2}}', ""),
+    ("x.yaml", "name: d3\ndescription: x\nname: d4\n", "line 3: "),
+])
+def test_a_key_given_twice_is_refused(shoal, tmp_path, name, text, where):
+    # The last one used to win silently.
+    (tmp_path / "services").mkdir()
+    path = tmp_path / "services" / name
+    path.write_text(text)
+    key = "a" if '"a": 2' in text else "name"
+    for args in (("service", "create", path), ("catalog", "import", tmp_path)):
+        result = shoal.fails(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"{path}: {where}key '{key}' is given twice"
+    assert shoal.json("service", "list") == []
+
+
+def test_an_empty_config_option_is_refused(shoal):
+    for value, message in (("@", "--config @FILE needs a file name"),
+                           ("", "--config is empty")):
+        result = shoal.fails("cluster", "plan", "--template", "t", "--size", "1",
+                             "--config", value)
+        assert result.returncode == 1
+        assert result.stderr.strip() == message
