@@ -103,7 +103,8 @@ class _Delete(ShoalCommand):
         failed = 0
         for name in parsed_args.names:
             try:
-                self.client.delete(f"{PATHS[self.kind]}/{segment(name)}")
+                result = self.client.delete(f"{PATHS[self.kind]}/{segment(name)}")
+                self.print_warnings(result.get("warnings"))
             except ClientError as error:
                 failed += 1
                 self.warn(f"error: {error}")

@@ -110,8 +110,17 @@ def update_entity(plural, name):
 def delete_entity(plural, name):
     """Delete one entity."""
     kind = _kind(plural)
-    current_app.store.catalog_delete(kind, name, g.tenant)
-    return jsonify({"deleted": name})
+    store = current_app.store
+    before = store.catalog_all(g.tenant)
+    store.catalog_delete(kind, name, g.tenant)
+    # Allowed (catalogs are rebuilt piece by piece), but what now names a missing entity is
+    # said at once, as an import would, rather than found by the next plan.
+    after = {k: {n: b for n, b in items.items() if (k, n) != (kind, name)}
+             for k, items in before.items()}
+    known = catalog.dangling(before)
+    warnings = [w for w in catalog.dangling(after)
+                if (w["missing"], w["ref"]) == (kind, name) and w not in known]
+    return jsonify({"deleted": name, "warnings": warnings})
 
 
 @bp.post("/catalog/import")
@@ -144,5 +153,31 @@ def export_catalog():
 
 @bp.get("/catalog/check")
 def check_catalog():
-    """Every dangling reference in the catalog."""
-    return jsonify({"warnings": catalog.dangling(current_app.store.catalog_all(g.tenant))})
+    """Every dangling reference in the catalog, and every plugin type it names that is not
+    installed (a cluster that needs one is refused when it is created)."""
+    everything = current_app.store.catalog_all(g.tenant)
+    return jsonify({"warnings": catalog.dangling(everything) + _missing_plugins(everything)})
+
+
+def _missing_plugins(everything):
+    have = {namespace: set(plugins.installed(namespace))
+            for namespace in (plugins.PROVIDER_NAMESPACE, plugins.AUTOMATOR_NAMESPACE)}
+    warnings = []
+    for name, body in sorted(everything.get("provider", {}).items()):
+        if body["providertype"] not in have[plugins.PROVIDER_NAMESPACE]:
+            warnings.append({
+                "entity": "provider", "name": name, "fields": ["providertype"],
+                "missing": "provider plugin", "ref": body["providertype"],
+                "message": f"provider '{name}': provider plugin '{body['providertype']}' is not "
+                           "installed"})
+    for name, body in sorted(everything.get("service", {}).items()):
+        kinds = {}
+        for action, spec in sorted(body.get("provisioner", {}).get("actions", {}).items()):
+            if spec["type"] not in have[plugins.AUTOMATOR_NAMESPACE]:
+                kinds.setdefault(spec["type"], []).append(f"provisioner.actions.{action}.type")
+        for kind, fields in kinds.items():
+            warnings.append({
+                "entity": "service", "name": name, "fields": fields,
+                "missing": "automator plugin", "ref": kind,
+                "message": f"service '{name}': automator plugin '{kind}' is not installed"})
+    return warnings

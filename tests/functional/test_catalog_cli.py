@@ -7,6 +7,8 @@ import urllib.request
 import pytest
 import yaml
 
+from tests.conftest import Shoal
+
 NOUNS = {
     "provider": {"name": "p1", "providertype": "local", "description": "a provider"},
     "hardwaretype": {"name": "h1", "providermap": {"p1": {"flavor": "small", "cost": 1}}},
@@ -43,6 +45,22 @@ def test_crud_for_every_noun(shoal, tmp_path, noun):
     assert "not found" in result.stderr
 
 
+def test_deleting_an_entity_in_use_warns_about_what_now_names_it(tmp_path):
+    # The default catalog's templates use the local provider and the sandbox hardware.
+    shoal = Shoal(tmp_path / "home", default_catalog=True)
+    try:
+        result = shoal.run("provider", "delete", "local")
+        assert "warning: template 'local-web' names provider 'local'" in result.stderr
+        assert "'local'" in result.stderr
+        assert "sandbox" in shoal.run("hardwaretype", "delete", "sandbox").stderr
+        # Nothing names a fresh service: no warning.
+        (tmp_path / "s.json").write_text(json.dumps({"name": "lonely"}))
+        shoal.run("service", "create", tmp_path / "s.json")
+        assert "warning" not in shoal.run("service", "delete", "lonely").stderr
+    finally:
+        shoal.run("server", "stop")
+
+
 def test_bulk_delete_reports_how_many_failed(shoal, tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"name": "s1"}))
     shoal.run("service", "create", tmp_path / "s.json")
@@ -71,8 +89,15 @@ def test_import_coopr_catalog_warns_exactly_three_names(shoal, coopr_catalog):
     for name in ("hadoop-hdfs-secondarynamenode", "coopr-standalone", "ubuntu16"):
         assert name in joined
     check = shoal.json("catalog", "check")
-    assert sorted(row["Missing name"] for row in check) == [
-        "coopr-standalone", "hadoop-hdfs-secondarynamenode", "ubuntu16"]
+    assert sorted(row["Missing name"] for row in check if "plugin" not in row["Missing kind"]) \
+        == ["coopr-standalone", "hadoop-hdfs-secondarynamenode", "ubuntu16"]
+    # Coopr's provider types and its chef-solo automator are not Shoal plugins: check says so.
+    plugins = {(row["Missing kind"], row["Missing name"]) for row in check
+               if "plugin" in row["Missing kind"]}
+    assert ("automator plugin", "chef-solo") in plugins
+    assert ("provider plugin", "openstack") in plugins
+    assert ("automator plugin", "docker") in plugins  # Coopr's; Shoal's is docker-cli
+    assert ("provider plugin", "aws") not in plugins
     names = [row["Name"] for row in shoal.json("template", "list")]
     assert "hadoop-distributed" in names and len(names) == 15
 
