@@ -65,7 +65,7 @@ class ExportCatalog(ShoalCommand):
 
 
 class CheckCatalog(ShoalLister):
-    """List every reference to an entity missing from the catalog."""
+    """List every reference to an entity missing from the catalog, and plugins not installed."""
 
     def take_action(self, parsed_args):
         warnings = self.client.get("/catalog/check")["warnings"]

@@ -39,17 +39,22 @@ def test_testkit_is_found_through_its_entry_points_alone(shoal, tmp_path):
     assert {e["service"] for e in cloud.automator_log(shoal.home)} == {"base", "db", "app"}
 
 
-def test_unknown_provider_type_fails_before_anything_is_made(shoal, tmp_path):
+def _import_with_provider(shoal, tmp_path, provider):
+    """The testkit catalog plus ``provider``, mapped to the fake provider's hardware and image."""
     root = catalog.write(tmp_path / "cat")
-    (root / "providers" / "nimbus.json").write_text(json.dumps(
-        {"name": "nimbus", "description": "a cloud nobody installed", "providertype": "nimbus",
-         "provisioner": {}}))
+    (root / "providers" / f"{provider['name']}.json").write_text(json.dumps(provider))
     for folder in ("hardwaretypes", "imagetypes"):
         path = next((root / folder).glob("*.json"))
         body = json.loads(path.read_text())
-        body["providermap"]["nimbus"] = dict(body["providermap"]["fake"])
+        body["providermap"][provider["name"]] = dict(body["providermap"]["fake"])
         path.write_text(json.dumps(body))
     shoal.run("catalog", "import", root)
+
+
+def test_unknown_provider_type_fails_before_anything_is_made(shoal, tmp_path):
+    _import_with_provider(shoal, tmp_path, {
+        "name": "nimbus", "description": "a cloud nobody installed", "providertype": "nimbus",
+        "provisioner": {}})
     failed = shoal.fails("cluster", "create", "c1", "--template", "fake-stack", "--size", "2",
                          "--provider", "nimbus")
     assert "provider nimbus is not installed" in failed.stderr
@@ -62,16 +67,9 @@ def test_unknown_provider_type_fails_before_anything_is_made(shoal, tmp_path):
 
 
 def test_a_provider_field_its_plugin_refuses_fails_before_anything_is_made(shoal, tmp_path):
-    root = catalog.write(tmp_path / "cat")
-    (root / "providers" / "boxes.json").write_text(json.dumps(
-        {"name": "boxes", "providertype": "docker", "provisioner": {
-            "ssh_user": "root\n    ProxyCommand id"}}))
-    for folder in ("hardwaretypes", "imagetypes"):
-        path = next((root / folder).glob("*.json"))
-        body = json.loads(path.read_text())
-        body["providermap"]["boxes"] = dict(body["providermap"]["fake"])
-        path.write_text(json.dumps(body))
-    shoal.run("catalog", "import", root)
+    _import_with_provider(shoal, tmp_path, {
+        "name": "boxes", "providertype": "docker", "provisioner": {
+            "ssh_user": "root\n    ProxyCommand id"}})
     failed = shoal.fails("cluster", "create", "c1", "--template", "fake-stack", "--size", "2",
                          "--provider", "boxes")
     assert "provider 'boxes': field 'ssh_user' must be a login name" in failed.stderr
