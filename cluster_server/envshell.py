@@ -9,7 +9,6 @@ string: ``shoal cluster exec`` gives an argv, and the isolation is the container
 import hashlib
 import json
 import os
-import re
 import shlex
 import uuid
 
@@ -17,7 +16,6 @@ from cluster_server import operations, plugins
 from cluster_server.errors import AutomatorError, Conflict, ValidationError
 
 MOUNT = "/run/shoal"  # where the generated files appear in the container
-_SSH_WORDS = re.compile(r"[A-Za-z0-9_.:@%-]+( [A-Za-z0-9_.:@%-]+)*")
 DEFAULT_CLI = {"aws": "aws", "gcp": "gcloud"}  # provider type -> CLI image; others: aws
 
 
@@ -67,8 +65,10 @@ def ssh_files(nodes):
         user = ssh.get("user") or "root"
         # Each value is one word of the file: a space or line break in one (from an odd catalog
         # entry or a provider's answer) must not add options such as a ProxyCommand.
-        for field, value in (("host", host), ("user", user), ("hostname", " ".join(names))):
-            if not _SSH_WORDS.fullmatch(str(value)):
+        checks = [("host", host, plugins.HOST_NAME), ("user", user, plugins.LOGIN_NAME)]
+        checks += [("hostname", each, plugins.HOST_NAME) for each in names]
+        for field, value, pattern in checks:
+            if not pattern.fullmatch(str(value)):
                 raise ValidationError(f"node {node['id']}: its SSH {field} {str(value)!r} cannot "
                                       "go into an ssh config", {"node": node["id"],
                                                                 "field": field})

@@ -19,6 +19,7 @@ AUTOMATOR_NAMESPACE = "shoal.automators"
 # or line breaks, which would let a catalog entry add lines to a generated file.
 LOGIN_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}")
 LOGIN_HELP = "a login name (letters, digits, '_', '.', '@', '-'; at most 64)"
+HOST_NAME = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")  # a name, IPv4 or IPv6 address; no spaces
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,17 +11,16 @@ import json
 import logging
 import os
 import posixpath
-import re
 import threading
 import time
 
 from cluster_server.errors import ProviderError, TransportError, ValidationError
-from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME, Field, NodeInfo, NodeState, Provider
+from cluster_server.plugins import (HOST_NAME, LOGIN_HELP, LOGIN_NAME, Field, NodeInfo,
+                                    NodeState, Provider)
 from extensions.providers.local import file_lock, write_json
 from extensions.transports import SSHTransport, host_key_line, parse_host_key
 
 POOL_FILE = "ssh-pool.json"
-_HOST = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")  # a name, IPv4 or IPv6 address: no spaces
 log = logging.getLogger(__name__)
 
 
@@ -82,7 +81,7 @@ class SSHProvider(Provider):
             }
             if not LOGIN_NAME.fullmatch(str(host["user"])):
                 raise self._invalid(f"host {entry['address']}: user must be {LOGIN_HELP}")
-            if not isinstance(host["address"], str) or not _HOST.fullmatch(host["address"]):
+            if not isinstance(host["address"], str) or not HOST_NAME.fullmatch(host["address"]):
                 raise self._invalid(f"host {entry['address']!r}: address must be a host name or "
                                     "an IP address")
             if not host["key_file"]:
