@@ -87,6 +87,7 @@ class AWSProvider(Provider):
         self._cluster_locks = collections.defaultdict(threading.Lock)
         self._cluster_resources = {}  # cluster id -> {"group_id", "key_name"}
         self._root_devices = {}  # image id -> root device name
+        self._named_groups = None  # ids of the security_groups field's names, once looked up
 
     # -- the EC2 client --------------------------------------------------------------------------
 
@@ -242,9 +243,12 @@ class AWSProvider(Provider):
         return token if len(token) <= 64 else hashlib.sha256(token.encode()).hexdigest()
 
     def _groups_named(self, names):
-        """The ids of the security groups ``names`` in the cluster's VPC."""
+        """The ids of the security groups ``names`` in the cluster's VPC (looked up once, not
+        per node)."""
         if not names:
             return []
+        if self._named_groups is not None:
+            return self._named_groups
         found = {g["GroupName"]: g["GroupId"] for g in self._call(
             "describe_security_groups", Filters=[{"Name": "group-name", "Values": names},
                                                  {"Name": "vpc-id", "Values": [self._vpc_id()]}]
@@ -255,7 +259,8 @@ class AWSProvider(Provider):
                               f"{', '.join(missing)} in the VPC",
                               {"entity": "provider", "name": self.name,
                                "field": "security_groups", "missing": missing})
-        return [found[name] for name in names]
+        self._named_groups = [found[name] for name in names]
+        return self._named_groups
 
     def _root_device(self, image_id):
         if image_id not in self._root_devices:

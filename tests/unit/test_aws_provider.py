@@ -139,7 +139,14 @@ def test_coopr_fields_reach_run_instances(tmp_path, proxy, cluster, moto):
     assert "BlockDeviceMapping.2.DeviceName" not in run  # the root volume is left as it is
     assert (run["Placement.GroupName"], run["Placement.Tenancy"]) == (f"pg-{cluster}", "dedicated")
     assert named in {run["SecurityGroupId.1"], run["SecurityGroupId.2"]}
-    provider.delete(info)
+    # The names are looked up once for the provider, not once per node.
+    looked_up = provider.calls["describe_security_groups"]
+    other = provider.create(spec(cluster, "n2", image=image["ImageId"]))
+    assert provider.calls["describe_security_groups"] == looked_up
+    run = [params for action, params in proxy.log if action == "RunInstances"][-1]
+    assert named in {run["SecurityGroupId.1"], run["SecurityGroupId.2"]}
+    for each in (info, other):
+        provider.delete(each)
     provider.cleanup_cluster(cluster)
     ec2.delete_security_group(GroupId=named)
 
