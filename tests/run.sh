@@ -20,6 +20,14 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 mkdir -p /run/sshd 2>/dev/null || true
 
+# Each capability that needs a system part (a broker, a browser, ...) installs it in a script of
+# its own under tests/install.d, run here as root in name order; each must be idempotent.
+if [ "$(id -u)" -eq 0 ]; then
+    for script in tests/install.d/*.sh; do
+        [ -e "$script" ] && bash "$script"
+    done
+fi
+
 if [ "$(id -u)" -eq 0 ]; then podman_env="$(bash tests/podman.sh)"; export "${podman_env##*$'\n'}"; fi
 venv="${SHOAL_VENV:-$here/.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
