@@ -8,6 +8,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from cluster_server import catalog, config
+from cluster_server.contract import limits, params
 from cluster_server.errors import ShoalError, Unauthorized
 from cluster_server.store import Store
 
@@ -69,6 +70,18 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
             )
         g.tenant = request.headers.get("X-Shoal-Tenant", "default")
 
+    @app.before_request
+    def check_contract():
+        # After the token: a caller without it learns nothing of the contract's limits.
+        view = app.view_functions.get(request.endpoint)
+        if view is None:  # 404 and 405: routing already refused the request
+            return
+        params.check_query(view, request.args)
+        limit, setting = limits.body_limit(view)
+        limits.check_length(request.content_length, limit, setting)
+        # A body without Content-Length (chunked): Werkzeug stops reading at the limit (413).
+        request.max_content_length = limit
+
     @app.errorhandler(ShoalError)
     def shoal_error(error):
         return jsonify(error.to_dict()), error.status
@@ -77,7 +90,12 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     def http_error(error):
         body = {"error": {"code": error.name.lower().replace(" ", "_"),
                           "message": error.description, "details": {}}}
-        return jsonify(body), error.code
+        response = jsonify(body)
+        # Keep what the exception says beyond its body: Allow on a 405, for one.
+        for key, value in error.get_headers():
+            if key.lower() != "content-type":
+                response.headers[key] = value
+        return response, error.code
 
     @app.errorhandler(Exception)
     def unexpected(error):

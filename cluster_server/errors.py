@@ -27,6 +27,13 @@ class ValidationError(ShoalError):
     status = 400
 
 
+class TooLarge(ValidationError):
+    """A request body or an upload over its size limit."""
+
+    code = "too_large"
+    status = 413
+
+
 class Unauthorized(ShoalError):
     code = "unauthorized"
     status = 401

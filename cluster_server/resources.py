@@ -29,7 +29,7 @@ import uuid
 import zipfile
 import zlib
 
-from cluster_server.errors import Conflict, NotFound, ValidationError
+from cluster_server.errors import Conflict, NotFound, TooLarge, ValidationError
 
 KINDS = ("scripts", "archives", "keys")
 INACTIVE, STAGED, ACTIVE = "inactive", "staged", "active"
@@ -38,13 +38,6 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: compressed bomb stops early instead of inflating gigabytes on the server.
 MAX_UNPACKED = 1024 * 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,199}$")
-
-
-class TooLarge(ValidationError):
-    """An upload over the size limit."""
-
-    code = "too_large"
-    status = 413
 
 
 def max_bytes():

@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, g, jsonify
 
 from cluster_server import catalog, plugins
 from cluster_server.api.common import flag, json_body
+from cluster_server.contract.params import BOOLEAN, accepts
 from cluster_server.errors import Conflict, PluginError, ValidationError
 
 bp = Blueprint("catalog", __name__)
@@ -65,6 +66,7 @@ def write_entities(entities, replace, sources=None):
 
 
 @bp.get("/<plural>")
+@accepts(path={"plural": {"enum": sorted(PATHS)}})
 def list_entities(plural):
     """List the entities of one catalog kind."""
     kind = _kind(plural)
@@ -72,6 +74,7 @@ def list_entities(plural):
 
 
 @bp.post("/<plural>")
+@accepts(path={"plural": {"enum": sorted(PATHS)}})
 def create_entity(plural):
     """Create one catalog entity; 409 when the name is taken."""
     kind = _kind(plural)
@@ -81,6 +84,7 @@ def create_entity(plural):
 
 
 @bp.get("/<plural>/<name>")
+@accepts(query={"raw": BOOLEAN}, path={"plural": {"enum": sorted(PATHS)}})
 def show_entity(plural, name):
     """One entity; templates come resolved (extends/includes merged) unless ?raw=1."""
     kind = _kind(plural)
@@ -92,6 +96,7 @@ def show_entity(plural, name):
 
 
 @bp.put("/<plural>/<name>")
+@accepts(path={"plural": {"enum": sorted(PATHS)}})
 def update_entity(plural, name):
     """Replace one entity (it must exist)."""
     kind = _kind(plural)
@@ -107,6 +112,7 @@ def update_entity(plural, name):
 
 
 @bp.delete("/<plural>/<name>")
+@accepts(path={"plural": {"enum": sorted(PATHS)}})
 def delete_entity(plural, name):
     """Delete one entity."""
     kind = _kind(plural)

@@ -6,12 +6,14 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from cluster_server import macros, operations
 from cluster_server.api.common import json_body
+from cluster_server.contract.params import BOOLEAN, INTEGER, NUMBER, accepts
 from cluster_server.errors import Conflict, NotFound, ValidationError
 
 bp = Blueprint("clusters", __name__)
 
 CHANGES = ("resize", "add-services", "remove-services")
 SERVICE_OPS = ("start", "stop", "restart", "reconfigure")
+CONTROLS = ("retry", "cancel", "pause", "resume")
 
 
 def _tasks(tasks):
@@ -55,6 +57,7 @@ def create_cluster():
 
 
 @bp.get("/clusters")
+@accepts(query={"all": BOOLEAN})
 def list_clusters():
     """Every cluster (deleted ones only with ?all=1)."""
     everything = request.args.get("all") in ("1", "true")
@@ -113,6 +116,7 @@ def delete_cluster(name):
 
 
 @bp.post("/clusters/<name>/<verb>")
+@accepts(path={"verb": {"enum": [*CHANGES, *SERVICE_OPS, *CONTROLS]}})
 def cluster_operation(name, verb):
     """An operation on a cluster: resize, add-services, remove-services, start, stop, restart,
     reconfigure, retry, cancel, pause, resume."""
@@ -179,6 +183,7 @@ TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, o
 
 
 @bp.get("/clusters/<name>/tasks")
+@accepts(query={"operation": {"type": "string"}})
 def list_tasks(name):
     """Tasks of the cluster's latest operation (or ?operation=ID)."""
     store = current_app.store
@@ -225,6 +230,7 @@ def show_operation(op_id):
 
 
 @bp.get("/clusters/<name>/events")
+@accepts(query={"after": INTEGER, "wait": NUMBER})
 def cluster_events(name):
     """Events after ?after=ID; waits up to ?wait=SECONDS (max 30) for new ones."""
     store = current_app.store

@@ -2,17 +2,19 @@
 
 from flask import request
 
+from cluster_server.contract import limits
 from cluster_server.errors import ValidationError
 
 
 def json_body(required=True):
     """The request's JSON object; a clear 400 when it is missing or not an object."""
-    data = request.get_json(silent=True)
-    if data is None:
-        if not required and not request.data:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if not required:
             return {}
         raise ValidationError("request body must be a JSON object",
-                              {"field": "body", "reason": "not JSON"})
+                              {"field": "body", "reason": "missing"})
+    data = limits.load(raw)
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object",
                               {"field": "body", "reason": "not an object"})

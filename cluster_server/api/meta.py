@@ -1,9 +1,11 @@
 """Server facts and the OpenAPI document, built from the routes themselves."""
 
 import os
+import re
 
 from flask import Blueprint, current_app, jsonify
 
+from cluster_server.contract import params
 from cluster_server.version import VERSION
 
 bp = Blueprint("meta", __name__)
@@ -39,7 +41,8 @@ def openapi():
     for rule in current_app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1"):
             continue
-        path = rule.rule[len("/api/v1"):].replace("<", "{").replace(">", "}")
+        # <path:task_id> is Flask's converter syntax; OpenAPI knows only {task_id}.
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule[len("/api/v1"):])
         view = current_app.view_functions[rule.endpoint]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             doc = (view.__doc__ or "").strip()
@@ -47,8 +50,12 @@ def openapi():
                 "operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),
                 "summary": doc.splitlines()[0] if doc else rule.endpoint,
                 "parameters": [
-                    {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+                    {"name": arg, "in": "path", "required": True,
+                     "schema": {"type": "string", **params.path_of(view).get(arg, {})}}
                     for arg in sorted(rule.arguments)
+                ] + [
+                    {"name": name, "in": "query", "required": False, "schema": schema}
+                    for name, schema in sorted(params.query_of(view).items())
                 ],
                 "responses": {
                     "200": {"description": "success"},
@@ -58,7 +65,7 @@ def openapi():
                 },
             }
     return jsonify({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Shoal API", "version": VERSION},
         "servers": [{"url": "/api/v1"}],
         "paths": dict(sorted(paths.items())),

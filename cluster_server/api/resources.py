@@ -4,9 +4,12 @@ recall and delete them. The contents of keys never leave the server."""
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cluster_server import resources
+from cluster_server.contract.limits import large_body
+from cluster_server.contract.params import accepts
 from cluster_server.errors import ValidationError
 
 bp = Blueprint("resources", __name__)
+KIND = {"kind": {"enum": list(resources.KINDS)}}
 
 
 def _store():
@@ -31,18 +34,22 @@ def _show(store, kind, name):
 
 
 @bp.get("/resources")
+@accepts(query={"kind": {"type": "string", "enum": list(resources.KINDS)}})
 def list_all():
     """Every resource name (of ``?kind=`` only, when given) with its active and staged version."""
     return jsonify(_store().list(request.args.get("kind") or None))
 
 
 @bp.get("/resources/<kind>")
+@accepts(path=KIND)
 def list_kind(kind):
     """Every resource name of one kind."""
     return jsonify(_store().list(kind))
 
 
 @bp.put("/resources/<kind>/<path:name>")
+@accepts(path=KIND)
+@large_body
 def upload(kind, name):
     """Store the raw request body as the next version (inactive)."""
     # <path:name>: a name holding '/' reaches the name check and its clear error, not a 404.
@@ -56,6 +63,7 @@ def upload(kind, name):
 
 
 @bp.get("/resources/<kind>/<name>")
+@accepts(path=KIND)
 def show(kind, name):
     """Every version of a name, with which one is active and which staged."""
     store = _store()
@@ -63,6 +71,7 @@ def show(kind, name):
 
 
 @bp.get("/resources/<kind>/<name>/versions/<version>/content")
+@accepts(path=KIND)
 def content(kind, name, version):
     """The bytes of one version; never for keys."""
     version = _number(version)
@@ -74,6 +83,7 @@ def content(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/stage")
+@accepts(path=KIND)
 def stage(kind, name, version):
     """Make a version the staged candidate for the next activate."""
     version = _number(version)
@@ -83,6 +93,7 @@ def stage(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/activate")
+@accepts(path=KIND)
 def activate_version(kind, name, version):
     """Make a version active."""
     version = _number(version)
@@ -92,6 +103,7 @@ def activate_version(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/activate")
+@accepts(path=KIND)
 def activate_staged(kind, name):
     """Make the staged version active."""
     store = _store()
@@ -100,6 +112,7 @@ def activate_staged(kind, name):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/recall")
+@accepts(path=KIND)
 def recall(kind, name, version):
     """Send an active or staged version back to inactive."""
     version = _number(version)
@@ -109,6 +122,7 @@ def recall(kind, name, version):
 
 
 @bp.delete("/resources/<kind>/<name>/versions/<version>")
+@accepts(path=KIND)
 def delete_version(kind, name, version):
     """Delete one version that is not active."""
     version = _number(version)
@@ -116,6 +130,7 @@ def delete_version(kind, name, version):
 
 
 @bp.delete("/resources/<kind>/<name>")
+@accepts(path=KIND)
 def delete_name(kind, name):
     """Delete every version of a name, the active one included."""
     return jsonify({"kind": kind, "name": name, "deleted": _store().delete(kind, name)})
