@@ -46,7 +46,7 @@ def max_bytes():
     return int(value) if value else DEFAULT_MAX_BYTES
 
 
-def _size(n):
+def human_size(n):
     if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
         return f"{n // (1024 * 1024)} MiB"
     if n >= 1024 and n % 1024 == 0:
@@ -72,7 +72,7 @@ def check_size(size, limit=None):
     """``size`` in bytes against the upload limit."""
     limit = max_bytes() if limit is None else limit
     if size > limit:
-        raise TooLarge(f"resource is {size} bytes, over the limit of {_size(limit)} "
+        raise TooLarge(f"resource is {size} bytes, over the limit of {human_size(limit)} "
                        "(SHOAL_RESOURCE_MAX_BYTES)",
                        {"field": "body", "size": size, "limit": limit, "reason": "too large"})
 
@@ -144,7 +144,7 @@ def _check_members(members):
 
 def _too_big(unpacked):
     if unpacked > MAX_UNPACKED:
-        raise ValidationError(f"archive unpacks to more than {_size(MAX_UNPACKED)}: refused",
+        raise ValidationError(f"archive unpacks to more than {human_size(MAX_UNPACKED)}: refused",
                               {"field": "body", "reason": "unpacks too large"})
 
 

@@ -36,7 +36,8 @@ def body_limit(view):
 
 def check_length(size, limit, setting):
     if size is not None and size > limit:
-        raise TooLarge(f"request body is {size} bytes, over the limit of {limit} bytes ({setting})",
+        raise TooLarge(f"request body is {size} bytes, over the limit of "
+                       f"{resources.human_size(limit)} ({setting})",
                        {"field": "body", "size": size, "limit": limit, "reason": "too large"})
 
 
