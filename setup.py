@@ -28,6 +28,7 @@ setup(
         "sqlite-utils>=3.35",
         "PyYAML>=6.0",
         "paramiko>=3.4",
+        "cryptography>=42",  # Fernet seals the store's secrets (paramiko needs it too)
     ],
     extras_require={
         "docker": ["docker>=7.0"],

@@ -64,6 +64,7 @@ def _start(home, port, announce, wait, settings):
     (home / "server.json").unlink(missing_ok=True)
     port = port if port is not None else os.environ.get("SHOAL_PORT", "0")
     with open(log_path(home), "ab") as log:
+        started_at = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", "cluster_server.serve", "--port", str(port)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -76,11 +77,24 @@ def _start(home, port, announce, wait, settings):
         if state and state.get("pid") == process.pid:
             return state["url"]
         if process.poll() is not None:
-            raise ClientError(f"the Shoal server exited at start (code {process.returncode}); "
-                              f"see {log_path(home)}", code="unreachable")
+            reason = _start_error(log_path(home), started_at)
+            raise ClientError(f"the Shoal server exited at start (code {process.returncode})"
+                              f"{': ' + reason if reason else ''}; see {log_path(home)}",
+                              code="unreachable")
         time.sleep(0.05)
     raise ClientError(f"the Shoal server did not start within {wait:.0f} s; "
                       f"see {log_path(home)}", code="unreachable")
+
+
+def _start_error(path, offset):
+    """The reason the server logged for not starting (its last ERROR line from shoal.server,
+    written after ``offset``), or None."""
+    marker = " ERROR shoal.server: "
+    with open(path, "rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    reasons = [line.split(marker, 1)[1] for line in lines if marker in line]
+    return reasons[-1] if reasons else None
 
 
 def stop(wait=30.0):

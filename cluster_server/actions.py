@@ -44,7 +44,7 @@ class TaskRunner:
     def cluster(self, cluster_id):
         row = self.store.db.execute(
             "SELECT id, name, tenant, spec FROM clusters WHERE id = ?", [cluster_id]).fetchone()
-        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": json.loads(row[3])}
+        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": self.store.unseal(row[3])}
 
     def node(self, cluster_id, node_id):
         row = self.store.db.execute(

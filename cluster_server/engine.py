@@ -214,12 +214,12 @@ class Engine:
                 on_nodes = {service for (services,) in db.execute(
                     "SELECT services FROM nodes WHERE cluster_id = ?", [cluster_id])
                     for service in json.loads(services)}
-                spec = json.loads(db.execute("SELECT spec FROM clusters WHERE id = ?",
-                                             [cluster_id]).fetchone()[0])
+                spec = self.store.unseal(db.execute("SELECT spec FROM clusters WHERE id = ?",
+                                                    [cluster_id]).fetchone()[0])
                 spec["services"] = {name: body for name, body in spec["services"].items()
                                     if name in on_nodes}
                 db.execute("UPDATE clusters SET status = 'ACTIVE', spec = ?, updated_at = ?"
-                           " WHERE id = ?", [json.dumps(spec), time.time(), cluster_id])
+                           " WHERE id = ?", [self.store.seal(spec), time.time(), cluster_id])
             db.execute("UPDATE operations SET status = 'SUCCEEDED', finished_at = ? WHERE id = ?",
                        [time.time(), op["id"]])
         self.event(op, f"{op['kind']} succeeded")

@@ -51,6 +51,14 @@ class Conflict(ShoalError):
     status = 409
 
 
+class StoreKeyError(ShoalError):
+    """The key that seals the store's secrets is missing, damaged or not the one they were
+    sealed with: nothing can be read until the right key is restored."""
+
+    code = "store_key"
+    status = 500
+
+
 class LayoutError(ShoalError):
     """No layout satisfies the template, the size and the overrides; the message says why."""
 

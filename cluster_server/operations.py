@@ -182,7 +182,7 @@ def get_cluster(store, tenant, name):
     if row is None:
         raise NotFound(f"cluster '{name}' not found", {"entity": "cluster", "name": name})
     return {"id": row[0], "name": row[1], "template": row[2], "provider": row[3],
-            "status": row[4], "spec": json.loads(row[5]), "created_at": row[6],
+            "status": row[4], "spec": store.unseal(row[5]), "created_at": row[6],
             "updated_at": row[7]}
 
 
@@ -253,7 +253,7 @@ def create(store, tenant, data):
             raise Conflict(f"cluster '{name}' already exists", {"entity": "cluster", "name": name})
         db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'CREATING', ?, ?, ?)",
-                   [cluster_id, tenant, name, template["name"], layout.provider, json.dumps(spec),
+                   [cluster_id, tenant, name, template["name"], layout.provider, store.seal(spec),
                     now, now])
         _insert_nodes(db, cluster_id, name, nodes, now)
         op_id = _insert_operation(db, cluster_id, "create", {"keep_on_failure": keep}, tasks)
@@ -334,7 +334,7 @@ def change(store, tenant, name, kind, data):
         _insert_nodes(db, cluster["id"], cluster["name"],
                       [n for n in new_nodes if n["id"] not in old_ids], now)
         db.execute("UPDATE clusters SET status = 'UPDATING', spec = ?, updated_at = ? WHERE id = ?",
-                   [json.dumps({**spec, **new_spec}), now, cluster["id"]])
+                   [store.seal({**spec, **new_spec}), now, cluster["id"]])
         op_id = _insert_operation(db, cluster["id"], kind, data, tasks)
     return {"cluster_id": cluster["id"], "operation": op_id, "layout": layout, "tasks": tasks}
 
@@ -385,7 +385,7 @@ def services_op(store, tenant, name, kind, data):
     with store.write() as db:
         _ensure_idle(store, cluster)
         db.execute("UPDATE clusters SET status = 'UPDATING', spec = ?, updated_at = ? WHERE id = ?",
-                   [json.dumps(spec), time.time(), cluster["id"]])
+                   [store.seal(spec), time.time(), cluster["id"]])
         op_id = _insert_operation(db, cluster["id"], kind, {"services": targets,
                                                             "restart": restart}, tasks)
     return {"cluster_id": cluster["id"], "operation": op_id, "tasks": tasks}

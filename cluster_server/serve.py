@@ -29,6 +29,7 @@ def main(argv=None):
     import waitress.server
 
     from cluster_server.app import create_app
+    from cluster_server.errors import ShoalError
 
     home = config.home()
     opened = config.make_private(home)
@@ -44,7 +45,11 @@ def main(argv=None):
             "another Shoal server already runs for %s; not starting", home)
         return 1
     # SHOAL_DEFAULT_CATALOG=0: start with an empty catalog (tests of the catalog itself).
-    app = create_app(home, seed=os.environ.get("SHOAL_DEFAULT_CATALOG", "1") != "0")
+    try:
+        app = create_app(home, seed=os.environ.get("SHOAL_DEFAULT_CATALOG", "1") != "0")
+    except ShoalError as error:  # e.g. the store's key is missing: said in one line, no trace
+        logging.getLogger("shoal.server").error("not starting: %s", error.message)
+        return 1
     server = waitress.server.create_server(app, host=args.host, port=args.port,
                                            threads=args.threads, ident="shoal")
     host, port = server.effective_host, server.effective_port

@@ -14,7 +14,8 @@ import time
 
 import sqlite_utils
 
-from cluster_server.errors import NotFound
+from cluster_server import vault
+from cluster_server.errors import NotFound, StoreKeyError
 
 # Numbered migrations: append, never edit one that has shipped.
 MIGRATIONS = [
@@ -136,6 +137,8 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(self.path + suffix, 0o600)
         self.migrate()
+        self.vault = self._open_vault()
+        self._seal_plain_rows()
 
     @property
     def db(self):
@@ -148,6 +151,10 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
+            # Freed pages are zeroed, so a secret once stored in clear (before sealing, or an
+            # earlier release's row) does not linger in the file after it is rewritten. Debian's
+            # SQLite does this by default; other builds do not.
+            conn.execute("PRAGMA secure_delete=ON")
             db = self._local.db = sqlite_utils.Database(conn)
         return db
 
@@ -192,6 +199,56 @@ class Store:
                         db.execute(statement)
                 db.execute("INSERT INTO schema_migrations (version) VALUES (?)", [number])
 
+    # -- secrets at rest ---------------------------------------------------------------------
+
+    # The texts that hold provider credentials: a provider's entity, and a cluster's spec, which
+    # embeds its provider as it was at create.
+    SEALED = (("SELECT rowid, body FROM catalog WHERE kind = 'provider'",
+               "UPDATE catalog SET body = ? WHERE rowid = ?"),
+              ("SELECT rowid, spec FROM clusters", "UPDATE clusters SET spec = ? WHERE rowid = ?"))
+
+    def _open_vault(self):
+        sealed = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM catalog WHERE body LIKE 'fernet:%')"
+            " OR EXISTS (SELECT 1 FROM clusters WHERE spec LIKE 'fernet:%')").fetchone()[0]
+        try:
+            # A new key only for a store with nothing sealed: with sealed rows, a missing key
+            # means a lost one, and a new key would hide that until a read fails.
+            return vault.Vault.beside(self.path, create=not sealed)
+        except FileNotFoundError:
+            raise StoreKeyError(
+                f"{self.path} holds sealed secrets but its key {vault.KEY_NAME} is missing from "
+                f"{os.path.dirname(self.path)}; restore it from a backup",
+                {"field": vault.KEY_NAME, "reason": "missing"}) from None
+
+    def _seal_plain_rows(self):
+        """Seal in place what an earlier release stored in clear, then rebuild the file so no
+        free page or WAL frame keeps the clear text. Runs at every start; a no-op once done."""
+        sealed = 0
+        with self.write() as db:
+            for select, update in self.SEALED:
+                for rowid, text in db.execute(select).fetchall():
+                    if not vault.is_sealed(text):
+                        db.execute(update, [self.vault.seal(text), rowid])
+                        sealed += 1
+        if sealed:
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return sealed
+
+    def seal(self, value):
+        """The stored text of a JSON value that may hold secrets."""
+        return self.vault.seal(json.dumps(value, sort_keys=True))
+
+    def unseal(self, text):
+        return json.loads(self.vault.unseal(text))
+
+    def _text(self, kind, body):
+        return self.seal(body) if kind == "provider" else json.dumps(body, sort_keys=True)
+
+    def _body(self, kind, text):
+        return self.unseal(text) if kind == "provider" else json.loads(text)
+
     def schema_version(self):
         return self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
 
@@ -210,7 +267,7 @@ class Store:
         rows = self.db.execute(
             "SELECT body FROM catalog WHERE tenant = ? AND kind = ? ORDER BY name", [tenant, kind]
         )
-        return [json.loads(row[0]) for row in rows]
+        return [self._body(kind, row[0]) for row in rows]
 
     def catalog_all(self, tenant="default"):
         """Every entity, as {kind: {name: body}}."""
@@ -219,7 +276,7 @@ class Store:
             "SELECT kind, name, body FROM catalog WHERE tenant = ? ORDER BY kind, name", [tenant]
         )
         for kind, name, body in rows:
-            result.setdefault(kind, {})[name] = json.loads(body)
+            result.setdefault(kind, {})[name] = self._body(kind, body)
         return result
 
     def catalog_get(self, kind, name, tenant="default"):
@@ -229,7 +286,7 @@ class Store:
         ).fetchone()
         if row is None:
             raise NotFound(f"{kind} '{name}' not found", {"entity": kind, "name": name})
-        return json.loads(row[0])
+        return self._body(kind, row[0])
 
     def catalog_exists(self, kind, name, tenant="default"):
         return self.db.execute(
@@ -244,7 +301,7 @@ class Store:
                 db.execute(
                     "INSERT OR REPLACE INTO catalog (tenant, kind, name, body, updated_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [tenant, kind, body["name"], json.dumps(body, sort_keys=True), now],
+                    [tenant, kind, body["name"], self._text(kind, body), now],
                 )
 
     def catalog_delete(self, kind, name, tenant="default"):

@@ -180,3 +180,16 @@ def test_a_bad_url_port_names_the_url(tmp_path):
     shoal.env["SHOAL_URL"] = "http://127.0.0.1:x"
     assert "SHOAL_URL http://127.0.0.1:x: the port must be" in shoal.fails(
         "service", "list").stderr
+
+
+def test_a_lost_store_key_stops_the_start_with_the_reason(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "providertype": "local"}))
+    shoal.run("provider", "create", tmp_path / "p.json")
+    shoal.run("server", "stop")
+    assert stat.S_IMODE(os.stat(shoal.home / "store.key").st_mode) == 0o600
+    (shoal.home / "store.key").unlink()
+    result = shoal.fails("server", "start")
+    assert "holds sealed secrets but its key store.key is missing" in result.stderr
+    assert "Traceback" not in result.stderr + shoal.run("server", "logs").stdout
+    assert not (shoal.home / "store.key").exists()
