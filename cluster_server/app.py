@@ -5,7 +5,7 @@ import logging
 import traceback
 
 from flask import Flask, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cluster_server import catalog, config
 from cluster_server.contract import limits, params
@@ -76,6 +76,14 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         view = app.view_functions.get(request.endpoint)
         if view is None:  # 404 and 405: routing already refused the request
             return
+        if params.path_misfit(view, request.view_args) == "route":
+            # PUT /catalog/import matches PUT /<plural>/<name>, with a plural that is none: when
+            # another route serves the path, answer as routing would, 405 naming its methods.
+            # Otherwise the view's own error names the field and what it accepts.
+            allowed = _methods_serving(app, request.path)
+            if allowed:
+                raise MethodNotAllowed(valid_methods=allowed)
+        params.check_path(view, request.view_args)
         params.check_query(view, request.args)
         limit, setting = limits.body_limit(view)
         limits.check_length(request.content_length, limit, setting)
@@ -107,3 +115,17 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         return jsonify(body), 500
 
     return app
+
+
+def _methods_serving(app, path):
+    """The methods for which a route serves ``path`` with path values inside its declaration."""
+    adapter = app.url_map.bind("localhost")
+    allowed = []
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        try:
+            endpoint, values = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if params.path_misfit(app.view_functions[endpoint], values) != "route":
+            allowed.append(method)
+    return allowed

@@ -4,11 +4,12 @@ Everything here is a pure function of catalog dicts; the store and the API call 
 write, so bad input never leaves a half-written catalog.
 """
 
-import decimal
 import json
 import pathlib
 import re
 
+from cluster_server.contract.schema import (BOOL, INT, NUMLIKE, SCALAR, STR, Amount, Anything,
+                                            Bad, Either, ListOf, MapOf, Matching, Obj, Scalar)
 from cluster_server.errors import NotFound, ValidationError
 from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME
 
@@ -26,155 +27,15 @@ DIRS = {
 
 SERVICE_ACTIONS = ("bootstrap", "install", "configure", "initialize", "start", "stop", "remove")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # matched whole
+NAME_RULE = "letters, digits, '.', '_' or '-' (at most 128)"
 
 # Values stored but never returned in full: plugin-declared sensitive fields, and these by name.
 SENSITIVE_RE = re.compile(r"(password|secret|token|api_key|private_key|credential)", re.I)
 MASK = "********"
 
 
-# -- a small schema language: enough for Coopr's shapes, with errors naming the field path -----
-
-
-class Schema:
-    def check(self, value, path):
-        raise NotImplementedError
-
-
-class Scalar(Schema):
-    def __init__(self, *types, label):
-        self.types = types
-        self.label = label
-
-    def check(self, value, path):
-        # bool is an int in Python; a JSON true is never a valid number here.
-        if isinstance(value, bool) and bool not in self.types:
-            raise _Bad(path, f"must be {self.label}, not a boolean")
-        if not isinstance(value, self.types):
-            raise _Bad(path, f"must be {self.label}, not {_json_type(value)}")
-
-
-STR = Scalar(str, label="a string")
-INT = Scalar(int, label="an integer")
-BOOL = Scalar(bool, label="a boolean")
-NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes "0.175"
-SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
-
-
-class Matching(Schema):
-    """A string that matches ``pattern`` whole."""
-
-    def __init__(self, pattern, label):
-        self.pattern = pattern
-        self.label = label
-
-    def check(self, value, path):
-        STR.check(value, path)
-        if not self.pattern.fullmatch(value):
-            raise _Bad(path, f"must be {self.label}")
-
-
-class Amount(Schema):
-    """A number, or a string of one as Coopr writes costs ("0.175"): finite and not negative
-    (an infinite or NaN cost would break every layout of the provider)."""
-
-    def check(self, value, path):
-        NUMLIKE.check(value, path)
-        if value == "":
-            return
-        try:
-            amount = decimal.Decimal(str(value))
-        except decimal.InvalidOperation:
-            raise _Bad(path, "must be a number") from None
-        if not amount.is_finite() or amount < 0:
-            raise _Bad(path, "must be a finite number, 0 or more")
-
-
-class Anything(Schema):
-    def check(self, value, path):
-        pass
-
-
-class ListOf(Schema):
-    def __init__(self, item):
-        self.item = item
-
-    def check(self, value, path):
-        if not isinstance(value, list):
-            raise _Bad(path, f"must be a list, not {_json_type(value)}")
-        for index, item in enumerate(value):
-            self.item.check(item, f"{path}[{index}]")
-
-
-class MapOf(Schema):
-    """An object whose keys are names chosen by the user (providers, services, fields)."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def check(self, value, path):
-        if not isinstance(value, dict):
-            raise _Bad(path, f"must be an object, not {_json_type(value)}")
-        for key, item in value.items():
-            self.value.check(item, f"{path}.{key}" if path else key)
-
-
-class Obj(Schema):
-    """An object with known keys; unknown keys are rejected. ``required`` lists mandatory keys."""
-
-    def __init__(self, fields, required=(), open_keys=False):
-        self.fields = fields
-        self.required = required
-        self.open_keys = open_keys
-
-    def check(self, value, path):
-        if not isinstance(value, dict):
-            raise _Bad(path, f"must be an object, not {_json_type(value)}")
-        for key in self.required:
-            if key not in value:
-                raise _Bad(_join(path, key), "is required")
-        for key, item in value.items():
-            schema = self.fields.get(key)
-            if schema is None:
-                if self.open_keys:
-                    continue
-                known = ", ".join(sorted(self.fields))
-                raise _Bad(_join(path, key), f"is not a known key (known: {known})")
-            schema.check(item, _join(path, key))
-
-
-class Either(Schema):
-    def __init__(self, *options, label):
-        self.options = options
-        self.label = label
-
-    def check(self, value, path):
-        for option in self.options:
-            try:
-                option.check(value, path)
-                return
-            except _Bad:
-                continue
-        raise _Bad(path, f"must be {self.label}")
-
-
-class _Bad(Exception):
-    def __init__(self, path, reason):
-        super().__init__(reason)
-        self.path = path
-        self.reason = reason
-
-
-def _join(path, key):
-    return f"{path}.{key}" if path else key
-
-
-def _json_type(value):
-    return {
-        dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-        int: "a number", float: "a number", type(None): "null",
-    }.get(type(value), type(value).__name__)
-
+# -- the shape of each kind, in the contract's schema language -------------------------------
 
 NAMES = ListOf(STR)
 REF = Either(STR, Obj({"name": STR}, required=("name",)), label="a name or {\"name\": ...}")
@@ -263,7 +124,7 @@ def validate(kind, body):
     label = f"{kind} '{name}'" if isinstance(name, str) else kind
     try:
         SCHEMAS[kind].check(body, "")
-    except _Bad as bad:
+    except Bad as bad:
         raise ValidationError(
             f"{label}: {bad.path} {bad.reason}",
             {"entity": kind, "name": name, "field": bad.path, "reason": bad.reason},
@@ -271,9 +132,9 @@ def validate(kind, body):
     _check_macros(kind, name, label, body)
     if kind in ("template", "partial"):
         _check_bounds(label, kind, name, body)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValidationError(
-            f"{label}: name must be letters, digits, '.', '_' or '-' (at most 128)",
+            f"{label}: name must be {NAME_RULE}",
             {"entity": kind, "name": name, "field": "name", "reason": "invalid name"},
         )
     return body

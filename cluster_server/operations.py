@@ -14,7 +14,8 @@ from cluster_server import catalog, planner, plugins
 from cluster_server.errors import Conflict, NotFound, ValidationError
 from cluster_server.solver import solve_layout
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # matched whole
+NAME_RULE = "lower-case letters, digits and '-' (at most 40, not starting or ending with '-')"
 BUSY = ("CREATING", "UPDATING", "DELETING")
 
 
@@ -223,9 +224,8 @@ def create(store, tenant, data):
     """Create a cluster: returns (cluster, operation id, tasks); nothing runs until submitted."""
     _check_known(data, CREATE_FIELDS)
     name = _field(data, "name", "str", required=True)
-    if not NAME_RE.match(name):
-        raise ValidationError(f"cluster name '{name}' must be lower-case letters, digits and '-'"
-                              " (at most 40, not starting or ending with '-')",
+    if not NAME_RE.fullmatch(name):
+        raise ValidationError(f"cluster name '{name}' must be {NAME_RULE}",
                               {"field": "name", "reason": "invalid"})
     config = _field(data, "config", "dict", default={})
     keep = _field(data, "keep_on_failure", "bool", default=False)

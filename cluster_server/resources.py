@@ -37,7 +37,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Most bytes an archive may unpack to. Checked while reading member headers, so inspecting a
 #: compressed bomb stops early instead of inflating gigabytes on the server.
 MAX_UNPACKED = 1024 * 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,199}$")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,199}")  # matched whole
 
 
 def max_bytes():
@@ -60,12 +60,14 @@ def check_kind(kind):
                               {"field": "kind", "value": kind, "reason": "unknown kind"})
 
 
+NAME_RULE = "use letters, digits and _ . + @ - (no '/', no leading '.', at most 200 characters)"
+
+
 def check_name(name, what="resource name"):
     """A name is one path component: it becomes a directory on disk."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValidationError(
-            f"bad {what} {name!r}: use letters, digits and _ . + @ - (no '/', no leading '.', "
-            "at most 200 characters)", {"field": "name", "value": str(name), "reason": "bad name"})
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValidationError(f"bad {what} {name!r}: {NAME_RULE}",
+                              {"field": "name", "value": str(name), "reason": "bad name"})
 
 
 def check_size(size, limit=None):

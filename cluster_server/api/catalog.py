@@ -4,12 +4,14 @@ from flask import Blueprint, current_app, g, jsonify
 
 from cluster_server import catalog, plugins
 from cluster_server.api.common import flag, json_body
-from cluster_server.contract.params import BOOLEAN, accepts
+from cluster_server.contract.params import BOOLEAN, accepts, pattern
 from cluster_server.errors import Conflict, PluginError, ValidationError
 
 bp = Blueprint("catalog", __name__)
 
 PATHS = {catalog.DIRS[kind]: kind for kind in catalog.KINDS}
+COLLECTION = {"plural": {"enum": sorted(PATHS)}}
+ENTITY = {**COLLECTION, "name": pattern(catalog.NAME_RE, "entity name", catalog.NAME_RULE)}
 
 
 def _kind(plural):
@@ -66,7 +68,7 @@ def write_entities(entities, replace, sources=None):
 
 
 @bp.get("/<plural>")
-@accepts(path={"plural": {"enum": sorted(PATHS)}})
+@accepts(path=COLLECTION)
 def list_entities(plural):
     """List the entities of one catalog kind."""
     kind = _kind(plural)
@@ -74,7 +76,7 @@ def list_entities(plural):
 
 
 @bp.post("/<plural>")
-@accepts(path={"plural": {"enum": sorted(PATHS)}})
+@accepts(path=COLLECTION)
 def create_entity(plural):
     """Create one catalog entity; 409 when the name is taken."""
     kind = _kind(plural)
@@ -84,7 +86,7 @@ def create_entity(plural):
 
 
 @bp.get("/<plural>/<name>")
-@accepts(query={"raw": BOOLEAN}, path={"plural": {"enum": sorted(PATHS)}})
+@accepts(query={"raw": BOOLEAN}, path=ENTITY)
 def show_entity(plural, name):
     """One entity; templates come resolved (extends/includes merged) unless ?raw=1."""
     kind = _kind(plural)
@@ -96,7 +98,7 @@ def show_entity(plural, name):
 
 
 @bp.put("/<plural>/<name>")
-@accepts(path={"plural": {"enum": sorted(PATHS)}})
+@accepts(path=ENTITY)
 def update_entity(plural, name):
     """Replace one entity (it must exist)."""
     kind = _kind(plural)
@@ -112,7 +114,7 @@ def update_entity(plural, name):
 
 
 @bp.delete("/<plural>/<name>")
-@accepts(path={"plural": {"enum": sorted(PATHS)}})
+@accepts(path=ENTITY)
 def delete_entity(plural, name):
     """Delete one entity."""
     kind = _kind(plural)

@@ -1,12 +1,13 @@
 """Cluster endpoints: plan, create, change, control operations, show tasks and events."""
 
+import re
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
 from cluster_server import macros, operations
 from cluster_server.api.common import json_body
-from cluster_server.contract.params import BOOLEAN, INTEGER, NUMBER, accepts
+from cluster_server.contract.params import BOOLEAN, INTEGER, NUMBER, accepts, pattern
 from cluster_server.errors import Conflict, NotFound, ValidationError
 
 bp = Blueprint("clusters", __name__)
@@ -14,6 +15,10 @@ bp = Blueprint("clusters", __name__)
 CHANGES = ("resize", "add-services", "remove-services")
 SERVICE_OPS = ("start", "stop", "restart", "reconfigure")
 CONTROLS = ("retry", "cancel", "pause", "resume")
+CLUSTER = {"name": pattern(operations.NAME_RE, "cluster name", operations.NAME_RULE)}
+OPERATION_ID = pattern(re.compile(r"op-[0-9a-f]{12}"), "operation id", "op- and 12 hex digits")
+TASK = {"task_id": pattern(re.compile(r"op-[0-9a-f]{12}/[A-Za-z0-9._:*-]{1,300}"), "task id",
+                           "an operation id, '/', then node:action[:service]")}
 
 
 def _tasks(tasks):
@@ -100,6 +105,7 @@ def cluster_view(store, cluster):
 
 
 @bp.get("/clusters/<name>")
+@accepts(path=CLUSTER)
 def show_cluster(name):
     """One cluster: status, nodes with addresses and services, links, last operation."""
     store = current_app.store
@@ -109,6 +115,7 @@ def show_cluster(name):
 
 
 @bp.delete("/clusters/<name>")
+@accepts(path=CLUSTER)
 def delete_cluster(name):
     """Delete a cluster: stop and remove its services, delete its nodes."""
     _engine()
@@ -116,7 +123,7 @@ def delete_cluster(name):
 
 
 @bp.post("/clusters/<name>/<verb>")
-@accepts(path={"verb": {"enum": [*CHANGES, *SERVICE_OPS, *CONTROLS]}})
+@accepts(path={**CLUSTER, "verb": {"enum": [*CHANGES, *SERVICE_OPS, *CONTROLS]}})
 def cluster_operation(name, verb):
     """An operation on a cluster: resize, add-services, remove-services, start, stop, restart,
     reconfigure, retry, cancel, pause, resume."""
@@ -150,6 +157,7 @@ def cluster_operation(name, verb):
 
 
 @bp.post("/clusters/<name>/plan")
+@accepts(path=CLUSTER)
 def plan_existing(name):
     """What an operation on an existing cluster would run ({"operation": kind, ...})."""
     store = current_app.store
@@ -183,7 +191,7 @@ TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, o
 
 
 @bp.get("/clusters/<name>/tasks")
-@accepts(query={"operation": {"type": "string"}})
+@accepts(query={"operation": OPERATION_ID}, path=CLUSTER)
 def list_tasks(name):
     """Tasks of the cluster's latest operation (or ?operation=ID)."""
     store = current_app.store
@@ -199,6 +207,7 @@ def list_tasks(name):
 
 
 @bp.get("/tasks/<path:task_id>")
+@accepts(path=TASK)
 def show_task(task_id):
     """One task with its whole output."""
     row = current_app.store.db.execute(
@@ -211,6 +220,7 @@ def show_task(task_id):
 
 
 @bp.get("/operations/<op_id>")
+@accepts(path={"op_id": OPERATION_ID})
 def show_operation(op_id):
     """An operation's status and task counts (what --wait shows)."""
     store = current_app.store
@@ -230,7 +240,7 @@ def show_operation(op_id):
 
 
 @bp.get("/clusters/<name>/events")
-@accepts(query={"after": INTEGER, "wait": NUMBER})
+@accepts(query={"after": INTEGER, "wait": NUMBER}, path=CLUSTER)
 def cluster_events(name):
     """Events after ?after=ID; waits up to ?wait=SECONDS (max 30) for new ones."""
     store = current_app.store

@@ -1,15 +1,20 @@
 """Plugin resource endpoints: upload versions of scripts, archives and keys; stage, activate,
 recall and delete them. The contents of keys never leave the server."""
 
+import re
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cluster_server import resources
 from cluster_server.contract.limits import large_body
-from cluster_server.contract.params import accepts
+from cluster_server.contract.params import accepts, pattern
 from cluster_server.errors import ValidationError
 
 bp = Blueprint("resources", __name__)
 KIND = {"kind": {"enum": list(resources.KINDS)}}
+NAMED = {**KIND, "name": pattern(resources.NAME, "resource name", resources.NAME_RULE)}
+VERSION = {**NAMED, "version": pattern(re.compile(r"[1-9][0-9]{0,8}"), "version",
+                                       "versions are numbers from 1")}
 
 
 def _store():
@@ -48,7 +53,7 @@ def list_kind(kind):
 
 
 @bp.put("/resources/<kind>/<path:name>")
-@accepts(path=KIND)
+@accepts(path=NAMED)
 @large_body
 def upload(kind, name):
     """Store the raw request body as the next version (inactive)."""
@@ -63,7 +68,7 @@ def upload(kind, name):
 
 
 @bp.get("/resources/<kind>/<name>")
-@accepts(path=KIND)
+@accepts(path=NAMED)
 def show(kind, name):
     """Every version of a name, with which one is active and which staged."""
     store = _store()
@@ -71,7 +76,7 @@ def show(kind, name):
 
 
 @bp.get("/resources/<kind>/<name>/versions/<version>/content")
-@accepts(path=KIND)
+@accepts(path=VERSION)
 def content(kind, name, version):
     """The bytes of one version; never for keys."""
     version = _number(version)
@@ -83,7 +88,7 @@ def content(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/stage")
-@accepts(path=KIND)
+@accepts(path=VERSION)
 def stage(kind, name, version):
     """Make a version the staged candidate for the next activate."""
     version = _number(version)
@@ -93,7 +98,7 @@ def stage(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/activate")
-@accepts(path=KIND)
+@accepts(path=VERSION)
 def activate_version(kind, name, version):
     """Make a version active."""
     version = _number(version)
@@ -103,7 +108,7 @@ def activate_version(kind, name, version):
 
 
 @bp.post("/resources/<kind>/<name>/activate")
-@accepts(path=KIND)
+@accepts(path=NAMED)
 def activate_staged(kind, name):
     """Make the staged version active."""
     store = _store()
@@ -112,7 +117,7 @@ def activate_staged(kind, name):
 
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/recall")
-@accepts(path=KIND)
+@accepts(path=VERSION)
 def recall(kind, name, version):
     """Send an active or staged version back to inactive."""
     version = _number(version)
@@ -122,7 +127,7 @@ def recall(kind, name, version):
 
 
 @bp.delete("/resources/<kind>/<name>/versions/<version>")
-@accepts(path=KIND)
+@accepts(path=VERSION)
 def delete_version(kind, name, version):
     """Delete one version that is not active."""
     version = _number(version)
@@ -130,7 +135,7 @@ def delete_version(kind, name, version):
 
 
 @bp.delete("/resources/<kind>/<name>")
-@accepts(path=KIND)
+@accepts(path=NAMED)
 def delete_name(kind, name):
     """Delete every version of a name, the active one included."""
     return jsonify({"kind": kind, "name": name, "deleted": _store().delete(kind, name)})

@@ -296,7 +296,7 @@ def test_api_errors_have_the_one_shape(api, monkeypatch):
         (api("GET", "/resources", tenant="../../etc"), 400, "invalid"),
     ]
     for response, status, code in cases:
-        assert response.status_code == status, response.get_json()
+        assert response.status_code == status, (response.request.path, response.get_json())
         assert set(response.get_json()["error"]) == {"code", "message", "details"}
         assert response.get_json()["error"]["code"] == code
     assert "limit of 10 bytes" in cases[0][0].get_json()["error"]["message"]
