@@ -11,6 +11,8 @@ import time
 import uuid
 
 from cluster_server import catalog, planner, plugins
+from cluster_server.contract.schema import (BOOL, NAME, Anything, ListOf, MapOf, Matching, Obj,
+                                            Range, Tagged)
 from cluster_server.errors import Conflict, NotFound, ValidationError
 from cluster_server.solver import solve_layout
 
@@ -30,34 +32,43 @@ class CatalogView:
         self.providers = everything.get("provider", {})
 
 
-# -- request checking ----------------------------------------------------------------------------
+# -- the requests, declared once: the API checks each body with these and publishes them --------
 
-
-def _field(data, key, kind, required=False, default=None):
-    value = data.get(key, default)
-    if value is None:
-        if required:
-            raise ValidationError(f"'{key}' is required", {"field": key, "reason": "required"})
-        return default
-    ok = {
-        "str": isinstance(value, str) and value != "",
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "names": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
-        "dict": isinstance(value, dict),
-    }[kind]
-    if not ok:
-        words = {"str": "a non-empty string", "int": "a whole number", "bool": "true or false",
-                 "names": "a list of names", "dict": "an object"}
-        raise ValidationError(f"'{key}' must be {words[kind]}", {"field": key, "reason": "type"})
-    return value
-
-
-def _check_known(data, allowed):
-    for key in data:
-        if key not in allowed:
-            raise ValidationError(f"'{key}' is not a known field (known: {', '.join(sorted(allowed))})",
-                                  {"field": key, "reason": "unknown"})
+MAX_SIZE = 10_000  # nodes in one cluster: what one server is measured to handle (bench/)
+_LAYOUT = {
+    "template": NAME.described("template to build from"),
+    "size": Range(1, MAX_SIZE).described("number of nodes"),
+    "services": ListOf(NAME).described("services instead of the template's defaults"),
+    "provider": NAME.described("provider instead of the template's default"),
+    "hardwaretype": NAME.described("hardware type for every node"),
+    "imagetype": NAME.described("image type for every node"),
+    "config": MapOf(Anything()).described("config merged over the template's defaults"),
+}
+CLUSTER_NAME = Matching(NAME_RE, NAME_RULE)
+PLAN = Obj({**_LAYOUT, "name": CLUSTER_NAME}, required=("template", "size")).described(
+    "a layout request", example={"template": "local-web", "size": 3})
+CREATE = Obj({
+    **_LAYOUT, "name": CLUSTER_NAME,
+    "keep_on_failure": BOOL.described("keep what was made when the create fails"),
+    "owner": NAME.described("who the cluster is for (default: the tenant)"),
+}, required=("name", "template", "size")).described(
+    "a cluster to create", example={"name": "web", "template": "local-web", "size": 3})
+_SERVICES = ListOf(NAME).described("services to act on (their dependencies come too)")
+CHANGES = {
+    "resize": Obj({"size": Range(1, MAX_SIZE)}, required=("size",)),
+    "add-services": Obj({"services": _SERVICES}, required=("services",)),
+    "remove-services": Obj({"services": _SERVICES}, required=("services",)),
+}
+SERVICE_OPS = {
+    "start": Obj({"services": _SERVICES}),
+    "stop": Obj({"services": _SERVICES}),
+    "restart": Obj({"services": _SERVICES}),
+    "reconfigure": Obj({"services": _SERVICES, "config": MapOf(Anything()),
+                        "restart": BOOL.described("restart the services after configuring")}),
+}
+CONTROLS = {verb: Obj({}) for verb in ("retry", "cancel", "pause", "resume")}
+PLAN_CHANGE = Tagged("operation", {**CHANGES, **SERVICE_OPS, "delete": Obj({})}).described(
+    "an operation to plan on an existing cluster", example={"operation": "resize", "size": 5})
 
 
 # -- layout --------------------------------------------------------------------------------------
@@ -67,7 +78,7 @@ def solve_request(store, tenant, data, current=None, template=None):
     """Solve the layout for a create/plan request (or a change, given ``current`` nodes)."""
     everything = store.catalog_all(tenant)
     if template is None:
-        name = _field(data, "template", "str", required=True)
+        name = data["template"]
         if name not in everything.get("template", {}):
             raise NotFound(f"template '{name}' not found", {"entity": "template", "name": name})
         template = catalog.resolve_template(name, everything)
@@ -82,10 +93,9 @@ def solve_request(store, tenant, data, current=None, template=None):
             raise NotFound(f"{key} '{wanted}' is not in the catalog (template "
                            f"'{template['name']}' needs it)", {"entity": key, "name": wanted})
     layout = solve_layout(
-        template, view, _field(data, "size", "int", required=True),
-        services=_field(data, "services", "names"), provider=provider,
-        hardwaretype=_field(data, "hardwaretype", "str"),
-        imagetype=_field(data, "imagetype", "str"), current=current)
+        template, view, data["size"], services=data.get("services"), provider=provider,
+        hardwaretype=data.get("hardwaretype"), imagetype=data.get("imagetype"),
+        current=current)
     return template, view, layout
 
 
@@ -216,19 +226,12 @@ def _ensure_created(store, cluster):
 
 # -- the operations ------------------------------------------------------------------------------
 
-CREATE_FIELDS = ("name", "template", "size", "services", "provider", "hardwaretype",
-                 "imagetype", "config", "keep_on_failure", "owner", "dry_run")
-
-
 def create(store, tenant, data):
-    """Create a cluster: returns (cluster, operation id, tasks); nothing runs until submitted."""
-    _check_known(data, CREATE_FIELDS)
-    name = _field(data, "name", "str", required=True)
-    if not NAME_RE.fullmatch(name):
-        raise ValidationError(f"cluster name '{name}' must be {NAME_RULE}",
-                              {"field": "name", "reason": "invalid"})
-    config = _field(data, "config", "dict", default={})
-    keep = _field(data, "keep_on_failure", "bool", default=False)
+    """Create a cluster: returns (cluster, operation id, tasks); nothing runs until submitted.
+    ``data`` fits CREATE (the API checked it), with ``dry_run`` for a plan."""
+    name = data["name"]
+    config = data.get("config", {})
+    keep = data.get("keep_on_failure", False)
     template, view, layout = solve_request(store, tenant, data)
     nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     tasks = planner.plan_change([], nodes, view.services)
@@ -280,9 +283,6 @@ def _next_node_ids(existing, count):
 
 def change(store, tenant, name, kind, data):
     """resize / add-services / remove-services: a new layout, then the plan between the two."""
-    allowed = {"resize": ("size", "dry_run"), "add-services": ("services", "dry_run"),
-               "remove-services": ("services", "dry_run")}[kind]
-    _check_known(data, allowed)
     cluster = get_cluster(store, tenant, name)
     _ensure_created(store, cluster)
     if not data.get("dry_run"):
@@ -292,9 +292,9 @@ def change(store, tenant, name, kind, data):
     on_cluster = sorted(spec["services"])
     request = {"size": len(current), "services": on_cluster, "provider": spec["provider"]["name"]}
     if kind == "resize":
-        request["size"] = _field(data, "size", "int", required=True)
+        request["size"] = data["size"]
     else:
-        wanted = _field(data, "services", "names", required=True)
+        wanted = data["services"]
         if kind == "add-services":
             request["services"] = sorted(set(on_cluster) | set(wanted))
         else:
@@ -340,7 +340,6 @@ def change(store, tenant, name, kind, data):
 
 
 def delete(store, tenant, name, data):
-    _check_known(data, ("dry_run",))
     cluster = get_cluster(store, tenant, name)
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
@@ -365,14 +364,13 @@ def delete(store, tenant, name, data):
 
 def services_op(store, tenant, name, kind, data):
     """start / stop / restart / reconfigure, on all services or some (their closure comes too)."""
-    _check_known(data, ("services", "restart", "config", "dry_run"))
     cluster = get_cluster(store, tenant, name)
     _ensure_created(store, cluster)
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
-    targets = _field(data, "services", "names") or None
-    restart = _field(data, "restart", "bool", default=False)
-    config = _field(data, "config", "dict")
+    targets = data.get("services") or None
+    restart = data.get("restart", False)
+    config = data.get("config")
     current = node_rows(store, cluster["id"])
     nodes = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
     tasks = planner.plan_services(kind, nodes, cluster["spec"]["services"], targets=targets,

@@ -4,7 +4,10 @@ from flask import Blueprint, current_app, g, jsonify
 
 from cluster_server import catalog, plugins
 from cluster_server.api.common import flag, json_body
+from cluster_server.api import responses
+from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, accepts, pattern
+from cluster_server.contract.schema import STR, Anything, Choice, ListOf, MapOf, Obj
 from cluster_server.errors import Conflict, PluginError, ValidationError
 
 bp = Blueprint("catalog", __name__)
@@ -12,6 +15,21 @@ bp = Blueprint("catalog", __name__)
 PATHS = {catalog.DIRS[kind]: kind for kind in catalog.KINDS}
 COLLECTION = {"plural": {"enum": sorted(PATHS)}}
 ENTITY = {**COLLECTION, "name": pattern(catalog.NAME_RE, "entity name", catalog.NAME_RULE)}
+# PUT /<plural>/<name> may leave the name out of the body: it comes from the path.
+UPDATES = {plural: Obj(schema.fields, tuple(k for k in schema.required if k != "name"))
+           for plural, schema in responses.ENTITY.items()}
+# {value} is the collection: each expanded path links to its own show, update and delete.
+ENTITY_LINKS = {
+    verb: {"operationId": f"catalog_{view}_{{value}}",
+           "parameters": {"name": "$response.body#/entity/name"}}
+    for verb, view in (("show", "show_entity_get"), ("update", "update_entity_put"),
+                       ("delete", "delete_entity_delete"))}
+IMPORT = Obj({"entities": ListOf(Obj({
+    "kind": Choice(*catalog.KINDS), "body": MapOf(Anything()),
+    "source": STR.described("where the entity came from, for messages")},
+    required=("kind", "body")))}, required=("entities",)).described(
+    "entities to write together", example={"entities": [
+        {"kind": "service", "body": {"name": "web", "description": "a web server"}}]})
 
 
 def _kind(plural):
@@ -68,7 +86,8 @@ def write_entities(entities, replace, sources=None):
 
 
 @bp.get("/<plural>")
-@accepts(path=COLLECTION)
+@accepts(path=COLLECTION, expand="plural")
+@returns(200, responses.LISTED)
 def list_entities(plural):
     """List the entities of one catalog kind."""
     kind = _kind(plural)
@@ -77,6 +96,9 @@ def list_entities(plural):
 
 @bp.post("/<plural>")
 @accepts(path=COLLECTION)
+# catalog.validate checks with these same objects (a catalog also comes in from files).
+@takes(by="plural", schemas=responses.ENTITY, checked_by_view=True)
+@returns(201, responses.WRITTEN, links=ENTITY_LINKS)
 def create_entity(plural):
     """Create one catalog entity; 409 when the name is taken."""
     kind = _kind(plural)
@@ -86,7 +108,8 @@ def create_entity(plural):
 
 
 @bp.get("/<plural>/<name>")
-@accepts(query={"raw": BOOLEAN}, path=ENTITY)
+@accepts(query={"raw": BOOLEAN}, path=ENTITY, expand="plural")
+@returns(200, responses.ENTITY)
 def show_entity(plural, name):
     """One entity; templates come resolved (extends/includes merged) unless ?raw=1."""
     kind = _kind(plural)
@@ -99,6 +122,8 @@ def show_entity(plural, name):
 
 @bp.put("/<plural>/<name>")
 @accepts(path=ENTITY)
+@takes(by="plural", schemas=UPDATES, checked_by_view=True)
+@returns(200, responses.WRITTEN)
 def update_entity(plural, name):
     """Replace one entity (it must exist)."""
     kind = _kind(plural)
@@ -114,7 +139,8 @@ def update_entity(plural, name):
 
 
 @bp.delete("/<plural>/<name>")
-@accepts(path=ENTITY)
+@accepts(path=ENTITY, expand="plural")
+@returns(200, responses.DELETED)
 def delete_entity(plural, name):
     """Delete one entity."""
     kind = _kind(plural)
@@ -132,25 +158,19 @@ def delete_entity(plural, name):
 
 
 @bp.post("/catalog/import")
+@takes(IMPORT)
+@returns(200, responses.IMPORTED)
 def import_catalog():
     """Import many entities at once: all are written or none ({"entities": [{kind, body}]})."""
-    data = json_body()
-    items = data.get("entities")
-    if not isinstance(items, list):
-        raise ValidationError("import: 'entities' must be a list",
-                              {"field": "entities", "reason": "not a list"})
-    entities, sources = [], []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("body"), dict):
-            raise ValidationError(f"import: entities[{index}] must be {{kind, body}}",
-                                  {"field": f"entities[{index}]", "reason": "bad shape"})
-        entities.append((item.get("kind"), item["body"]))
-        sources.append(item.get("source"))
+    items = json_body()["entities"]
+    entities = [(item["kind"], item["body"]) for item in items]
+    sources = [item.get("source") for item in items]
     warnings = write_entities(entities, replace=True, sources=sources)
     return jsonify({"imported": len(entities), "warnings": warnings})
 
 
 @bp.get("/catalog/export")
+@returns(200, responses.EXPORT)
 def export_catalog():
     """Every entity as stored (templates unresolved, secrets masked)."""
     everything = current_app.store.catalog_all(g.tenant)
@@ -160,6 +180,7 @@ def export_catalog():
 
 
 @bp.get("/catalog/check")
+@returns(200, responses.CHECKED)
 def check_catalog():
     """Every dangling reference in the catalog, and every plugin type it names that is not
     installed (a cluster that needs one is refused when it is created)."""

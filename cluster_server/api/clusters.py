@@ -7,14 +7,17 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from cluster_server import macros, operations
 from cluster_server.api.common import json_body
+from cluster_server.api import responses
+from cluster_server.contract.bodies import returns, takes
+from cluster_server.contract.schema import ListOf
 from cluster_server.contract.params import BOOLEAN, INTEGER, NUMBER, accepts, pattern
 from cluster_server.errors import Conflict, NotFound, ValidationError
 
 bp = Blueprint("clusters", __name__)
 
-CHANGES = ("resize", "add-services", "remove-services")
-SERVICE_OPS = ("start", "stop", "restart", "reconfigure")
-CONTROLS = ("retry", "cancel", "pause", "resume")
+CHANGES = tuple(operations.CHANGES)
+SERVICE_OPS = tuple(operations.SERVICE_OPS)
+CONTROLS = tuple(operations.CONTROLS)
 CLUSTER = {"name": pattern(operations.NAME_RE, "cluster name", operations.NAME_RULE)}
 OPERATION_ID = pattern(re.compile(r"op-[0-9a-f]{12}"), "operation id", "op- and 12 hex digits")
 TASK = {"task_id": pattern(re.compile(r"op-[0-9a-f]{12}/[A-Za-z0-9._:*-]{1,300}"), "task id",
@@ -43,6 +46,8 @@ def _engine():
 
 
 @bp.post("/clusters/plan")
+@takes(operations.PLAN)
+@returns(200, responses.PLAN)
 def plan_new():
     """Solve a layout for a template and size, and list the tasks a create would run."""
     data = json_body()
@@ -53,16 +58,18 @@ def plan_new():
 
 
 @bp.post("/clusters")
+@takes(operations.CREATE)
+@returns(202, responses.SUBMITTED, links=responses.CREATED_CLUSTER_LINKS)
 def create_cluster():
     """Create a cluster; the operation runs in the background (202 with its id)."""
     _engine()
     data = json_body()
-    data.pop("dry_run", None)
     return _submitted(operations.create(current_app.store, g.tenant, data))
 
 
 @bp.get("/clusters")
 @accepts(query={"all": BOOLEAN})
+@returns(200, ListOf(responses.CLUSTER_ROW))
 def list_clusters():
     """Every cluster (deleted ones only with ?all=1)."""
     everything = request.args.get("all") in ("1", "true")
@@ -106,6 +113,7 @@ def cluster_view(store, cluster):
 
 @bp.get("/clusters/<name>")
 @accepts(path=CLUSTER)
+@returns(200, responses.CLUSTER)
 def show_cluster(name):
     """One cluster: status, nodes with addresses and services, links, last operation."""
     store = current_app.store
@@ -116,6 +124,7 @@ def show_cluster(name):
 
 @bp.delete("/clusters/<name>")
 @accepts(path=CLUSTER)
+@returns(202, responses.SUBMITTED)
 def delete_cluster(name):
     """Delete a cluster: stop and remove its services, delete its nodes."""
     _engine()
@@ -123,6 +132,10 @@ def delete_cluster(name):
 
 
 @bp.post("/clusters/<name>/<verb>")
+@takes(by="verb", schemas={**operations.CHANGES, **operations.SERVICE_OPS, **operations.CONTROLS},
+       required=False)
+@returns(202, responses.SUBMITTED, description="a change, a service operation or a retry")
+@returns(200, responses.CONTROLLED, description="cancel, pause or resume requested")
 @accepts(path={**CLUSTER, "verb": {"enum": [*CHANGES, *SERVICE_OPS, *CONTROLS]}})
 def cluster_operation(name, verb):
     """An operation on a cluster: resize, add-services, remove-services, start, stop, restart,
@@ -158,21 +171,20 @@ def cluster_operation(name, verb):
 
 @bp.post("/clusters/<name>/plan")
 @accepts(path=CLUSTER)
+@takes(operations.PLAN_CHANGE)
+@returns(200, responses.PLAN)
 def plan_existing(name):
     """What an operation on an existing cluster would run ({"operation": kind, ...})."""
     store = current_app.store
     data = json_body()
-    kind = data.pop("operation", None)
+    kind = data.pop("operation")
     data["dry_run"] = True
     if kind in CHANGES:
         result = operations.change(store, g.tenant, name, kind, data)
     elif kind in SERVICE_OPS:
         result = operations.services_op(store, g.tenant, name, kind, data)
-    elif kind == "delete":
-        result = operations.delete(store, g.tenant, name, data)
     else:
-        raise ValidationError(f"'operation' must be one of: {', '.join(CHANGES + SERVICE_OPS)},"
-                              " delete", {"field": "operation", "reason": "unknown"})
+        result = operations.delete(store, g.tenant, name, data)
     body = {"tasks": _tasks(result["tasks"])}
     if "layout" in result:
         body["layout"] = result["layout"].to_dict()
@@ -192,6 +204,7 @@ TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, o
 
 @bp.get("/clusters/<name>/tasks")
 @accepts(query={"operation": OPERATION_ID}, path=CLUSTER)
+@returns(200, ListOf(responses.TASK))
 def list_tasks(name):
     """Tasks of the cluster's latest operation (or ?operation=ID)."""
     store = current_app.store
@@ -208,6 +221,7 @@ def list_tasks(name):
 
 @bp.get("/tasks/<path:task_id>")
 @accepts(path=TASK)
+@returns(200, responses.TASK)
 def show_task(task_id):
     """One task with its whole output."""
     row = current_app.store.db.execute(
@@ -221,6 +235,7 @@ def show_task(task_id):
 
 @bp.get("/operations/<op_id>")
 @accepts(path={"op_id": OPERATION_ID})
+@returns(200, responses.OPERATION)
 def show_operation(op_id):
     """An operation's status and task counts (what --wait shows)."""
     store = current_app.store
@@ -241,6 +256,7 @@ def show_operation(op_id):
 
 @bp.get("/clusters/<name>/events")
 @accepts(query={"after": INTEGER, "wait": NUMBER}, path=CLUSTER)
+@returns(200, responses.EVENTS)
 def cluster_events(name):
     """Events after ?after=ID; waits up to ?wait=SECONDS (max 30) for new ones."""
     store = current_app.store

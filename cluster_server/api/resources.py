@@ -6,7 +6,10 @@ import re
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cluster_server import resources
+from cluster_server.api import responses as answers
+from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.limits import large_body
+from cluster_server.contract.schema import ListOf
 from cluster_server.contract.params import accepts, pattern
 from cluster_server.errors import ValidationError
 
@@ -40,6 +43,7 @@ def _show(store, kind, name):
 
 @bp.get("/resources")
 @accepts(query={"kind": {"type": "string", "enum": list(resources.KINDS)}})
+@returns(200, ListOf(answers.RESOURCE_ROW))
 def list_all():
     """Every resource name (of ``?kind=`` only, when given) with its active and staged version."""
     return jsonify(_store().list(request.args.get("kind") or None))
@@ -47,6 +51,7 @@ def list_all():
 
 @bp.get("/resources/<kind>")
 @accepts(path=KIND)
+@returns(200, ListOf(answers.RESOURCE_ROW))
 def list_kind(kind):
     """Every resource name of one kind."""
     return jsonify(_store().list(kind))
@@ -55,6 +60,8 @@ def list_kind(kind):
 @bp.put("/resources/<kind>/<path:name>")
 @accepts(path=NAMED)
 @large_body
+@takes(media="application/octet-stream")
+@returns(201, answers.RESOURCE)
 def upload(kind, name):
     """Store the raw request body as the next version (inactive)."""
     # <path:name>: a name holding '/' reaches the name check and its clear error, not a 404.
@@ -69,6 +76,7 @@ def upload(kind, name):
 
 @bp.get("/resources/<kind>/<name>")
 @accepts(path=NAMED)
+@returns(200, answers.RESOURCE)
 def show(kind, name):
     """Every version of a name, with which one is active and which staged."""
     store = _store()
@@ -77,6 +85,7 @@ def show(kind, name):
 
 @bp.get("/resources/<kind>/<name>/versions/<version>/content")
 @accepts(path=VERSION)
+@returns(200, description="the bytes of that version", media="application/octet-stream")
 def content(kind, name, version):
     """The bytes of one version; never for keys."""
     version = _number(version)
@@ -89,6 +98,7 @@ def content(kind, name, version):
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/stage")
 @accepts(path=VERSION)
+@returns(200, answers.RESOURCE)
 def stage(kind, name, version):
     """Make a version the staged candidate for the next activate."""
     version = _number(version)
@@ -99,6 +109,7 @@ def stage(kind, name, version):
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/activate")
 @accepts(path=VERSION)
+@returns(200, answers.RESOURCE)
 def activate_version(kind, name, version):
     """Make a version active."""
     version = _number(version)
@@ -109,6 +120,7 @@ def activate_version(kind, name, version):
 
 @bp.post("/resources/<kind>/<name>/activate")
 @accepts(path=NAMED)
+@returns(200, answers.RESOURCE)
 def activate_staged(kind, name):
     """Make the staged version active."""
     store = _store()
@@ -118,6 +130,7 @@ def activate_staged(kind, name):
 
 @bp.post("/resources/<kind>/<name>/versions/<version>/recall")
 @accepts(path=VERSION)
+@returns(200, answers.RESOURCE)
 def recall(kind, name, version):
     """Send an active or staged version back to inactive."""
     version = _number(version)
@@ -128,6 +141,7 @@ def recall(kind, name, version):
 
 @bp.delete("/resources/<kind>/<name>/versions/<version>")
 @accepts(path=VERSION)
+@returns(200, answers.RESOURCE_DELETED)
 def delete_version(kind, name, version):
     """Delete one version that is not active."""
     version = _number(version)
@@ -136,6 +150,7 @@ def delete_version(kind, name, version):
 
 @bp.delete("/resources/<kind>/<name>")
 @accepts(path=NAMED)
+@returns(200, answers.RESOURCE_DELETED)
 def delete_name(kind, name):
     """Delete every version of a name, the active one included."""
     return jsonify({"kind": kind, "name": name, "deleted": _store().delete(kind, name)})

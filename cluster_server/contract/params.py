@@ -26,11 +26,14 @@ def pattern(regex, what, rule):
             "description": rule}
 
 
-def accepts(query=None, path=None):
-    """Declare the query parameters (name -> schema) and path parameters of a view."""
+def accepts(query=None, path=None, expand=None):
+    """Declare the query parameters (name -> schema) and path parameters of a view; ``expand``
+    names an enum path parameter the document lists value by value (each its own path)."""
     def mark(view):
         view.contract_query = dict(query or {})
         view.contract_path = dict(path or {})
+        if expand:
+            view.contract_expand = expand
         return view
     return mark
 

@@ -8,6 +8,7 @@ keys inside a provider map are allowed), its messages are the ones users read, a
 into JSON Schema is a few lines per class. A second library would mean two sources again.
 """
 
+import copy
 import decimal
 
 from cluster_server.errors import ValidationError
@@ -33,9 +34,11 @@ class Schema:
         raise NotImplementedError
 
     def described(self, description=None, example=None):
-        """This schema with a description and an example for the published document."""
-        self.description, self.example = description, example
-        return self
+        """A copy of this schema with a description and an example for the published document
+        (a copy: the shared ones, STR or NAME, stay bare)."""
+        described = copy.copy(self)
+        described.description, described.example = description, example
+        return described
 
     def published(self):
         out = self.json_schema()
@@ -46,7 +49,8 @@ class Schema:
         return out
 
 
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean",
+               type(None): "null"}
 
 
 class Scalar(Schema):
@@ -98,11 +102,27 @@ class Range(Schema):
 
 
 STR = Scalar(str, label="a string")
+OPTIONAL_STR = Scalar(str, type(None), label="a string or null")
+NUMBER = Scalar(int, float, label="a number")
 NAME = Scalar(str, label="a non-empty string", non_empty=True)
 INT = Scalar(int, label="an integer")
 BOOL = Scalar(bool, label="a boolean")
 NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes "0.175"
 SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
+
+
+class Choice(Schema):
+    """One of a fixed set of strings."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def check(self, value, path):
+        if value not in self.values or not isinstance(value, str):
+            raise Bad(path, f"must be one of: {', '.join(self.values)}")
+
+    def json_schema(self):
+        return {"type": "string", "enum": list(self.values)}
 
 
 class Matching(Schema):
@@ -251,3 +271,30 @@ def check_body(schema, body, what="request body"):
         raise ValidationError(f"{what}: {where} {bad.reason}",
                               {"field": where, "reason": bad.reason}) from None
     return body
+
+
+class Tagged(Schema):
+    """An object whose shape is chosen by the value of one key (``{"operation": "resize",
+    "size": 3}``): published as a oneOf whose branches fix that key with ``const``."""
+
+    def __init__(self, tag, branches):
+        self.tag = tag
+        self.branches = branches
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            raise Bad(path, f"must be an object, not {json_type(value)}")
+        branch = self.branches.get(value.get(self.tag)) if isinstance(
+            value.get(self.tag), str) else None
+        if branch is None:
+            raise Bad(join(path, self.tag), f"must be one of: {', '.join(self.branches)}")
+        branch.check({k: v for k, v in value.items() if k != self.tag}, path)
+
+    def json_schema(self):
+        options = []
+        for name, branch in self.branches.items():
+            option = branch.published()
+            option["properties"] = {self.tag: {"const": name}, **option.get("properties", {})}
+            option["required"] = [self.tag, *option.get("required", [])]
+            options.append(option)
+        return {"oneOf": options}

@@ -1,0 +1,80 @@
+"""What the API answers, declared in the contract's schema language and published in the OpenAPI
+document (``@returns``). Response shapes are built by the views; these declarations are what a
+client generator and a fuzzer check them against, so each lists every key a view writes.
+"""
+
+from cluster_server import catalog
+from cluster_server.contract.schema import (BOOL, INT, NUMBER, OPTIONAL_STR, STR, Anything,
+                                            Either, ListOf, MapOf, Obj, Scalar)
+
+NAMES = ListOf(STR)
+OPTIONAL_NUMBER = Scalar(int, float, type(None), label="a number or null")
+
+WARNING = Obj({"entity": STR, "name": STR, "fields": NAMES, "missing": STR, "ref": STR,
+               "message": STR}, open_keys=True).described("a reference to a missing entity")
+WARNINGS = ListOf(WARNING)
+
+PLANNED_TASK = Obj({"id": STR, "node": OPTIONAL_STR, "action": STR, "service": OPTIONAL_STR,
+                    "depends_on": NAMES}, required=("id", "action"))
+GROUP = Obj({"count": INT, "services": NAMES, "hardwaretype": STR, "imagetype": STR,
+             "cost": NUMBER})
+LAYOUT = Obj({"nodes": ListOf(MapOf(Anything())), "cost": NUMBER, "provider": STR,
+              "services": NAMES, "added": Anything(), "removed": ListOf(Anything()),
+              "changed": ListOf(Anything()), "hardware_costs": MapOf(NUMBER)})
+PLAN = Obj({"layout": LAYOUT, "groups": ListOf(GROUP), "tasks": ListOf(PLANNED_TASK)},
+           required=("tasks",)).described("the solved layout and the tasks it would run")
+SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LAYOUT,
+                 "groups": ListOf(GROUP)}, required=("operation",)).described(
+    "the operation now running in the background")
+CONTROLLED = Obj({"operation": STR, "requested": STR}, required=("operation", "requested"))
+
+CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
+                   "created_at": NUMBER, "nodes": INT})
+NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
+            "imagetype": STR, "address": STR, "ports": Anything()})
+CLUSTER = Obj({
+    "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
+    "services": NAMES, "size": INT, "nodes": ListOf(NODE),
+    "links": ListOf(Obj({"label": STR, "url": STR})),
+    "operation": Either(Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR}),
+                        Scalar(type(None), label="null"), label="the last operation or null"),
+}).described("a cluster with its nodes, links and last operation")
+TASK = Obj({"id": STR, "operation": STR, "node": STR, "action": STR, "service": OPTIONAL_STR,
+            "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER})
+OPERATION = Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR, "cluster": STR,
+                 "cluster_status": STR, "counts": MapOf(INT), "total": INT,
+                 "running": NAMES}).described("an operation's status and task counts")
+EVENTS = Obj({"status": STR, "events": ListOf(Obj({"id": INT, "at": NUMBER, "message": STR,
+                                                    "operation": OPTIONAL_STR}))})
+
+ENTITY = {catalog.DIRS[kind]: catalog.SCHEMAS[kind] for kind in catalog.KINDS}
+WRITTEN = {plural: Obj({"entity": schema, "warnings": WARNINGS})
+           for plural, schema in ENTITY.items()}
+LISTED = {plural: ListOf(schema) for plural, schema in ENTITY.items()}
+DELETED = Obj({"deleted": STR, "warnings": WARNINGS})
+IMPORTED = Obj({"imported": INT, "warnings": WARNINGS})
+EXPORT = Obj({"entities": ListOf(Obj({"kind": STR, "body": MapOf(Anything())}))})
+CHECKED = Obj({"warnings": WARNINGS})
+
+VERSION = Obj({"version": INT, "status": STR, "size": INT, "sha256": STR, "created_at": NUMBER},
+              open_keys=True)
+RESOURCE = Obj({"kind": STR, "name": STR, "active": Scalar(int, type(None), label="a version"),
+                "staged": Scalar(int, type(None), label="a version"),
+                "versions": ListOf(VERSION), "uploaded": INT})
+RESOURCE_ROW = Obj({"kind": STR, "name": STR, "active": Scalar(int, type(None), label="v"),
+                    "staged": Scalar(int, type(None), label="v"), "latest": INT,
+                    "versions": INT}, open_keys=True)
+RESOURCE_DELETED = Obj({"kind": STR, "name": STR, "deleted": Anything()})
+
+SERVER = Obj({"version": STR, "pid": INT, "schema": INT, "home": STR, "engine": BOOL})
+SETUP = MapOf(Anything()).described("the recorded choice per cloud (names and paths only)")
+SHELL = MapOf(Anything()).described("the shell container to attach to")
+
+# Links let a client (or a stateful fuzzer) chain create -> show -> operate -> delete.
+CREATED_CLUSTER_LINKS = {
+    name: {"operationId": op, "parameters": {"name": "$request.body#/name"}}
+    for name, op in (("show", "clusters_show_cluster_get"),
+                     ("tasks", "clusters_list_tasks_get"),
+                     ("events", "clusters_cluster_events_get"),
+                     ("delete", "clusters_delete_cluster_delete"))
+}
