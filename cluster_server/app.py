@@ -76,14 +76,27 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         view = app.view_functions.get(request.endpoint)
         if view is None:  # 404 and 405: routing already refused the request
             return
-        if params.path_misfit(view, request.view_args) == "route":
-            # PUT /catalog/import matches PUT /<plural>/<name>, with a plural that is none: when
-            # another route serves the path, answer as routing would, 405 naming its methods.
-            # Otherwise the view's own error names the field and what it accepts.
-            allowed = _methods_serving(app, request.path)
+        if request.method == "OPTIONS":
+            # Flask's own answer lists the methods of every rule the path matches, also
+            # PUT /<plural>/<name> for /catalog/check; list those that serve it.
+            allowed = _methods_serving(app, request.path, "route")
+            response = app.make_response(("", 200))
+            response.headers["Allow"] = ", ".join(
+                allowed + ["HEAD"] * ("GET" in allowed) + ["OPTIONS"])
+            return response
+        misfit = params.path_misfit(view, request.view_args)
+        if misfit:
+            # PUT /catalog/import matches PUT /<plural>/<name>, with a plural that is none, and
+            # PUT /resources/k/n/activate the upload's <path:name>: when another route serves
+            # the path, answer as routing would, 405 naming its methods. Otherwise the view
+            # (an enum: its own error names what it accepts) or check_path (a name) says why.
+            # A route misfit yields to any route for the path; a name misfit only to a route
+            # where every value fits (PUT /resources/k/n/activate is no upload of "n/activate").
+            allowed = [method for method in _methods_serving(app, request.path, misfit)
+                       if method != request.method]
             if allowed:
                 raise MethodNotAllowed(valid_methods=allowed)
-        params.check_path(view, request.view_args)
+        params.check_path(view, request.view_args, request.method)
         params.check_query(view, request.args)
         limit, setting = limits.body_limit(view)
         limits.check_length(request.content_length, limit, setting)
@@ -117,8 +130,9 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     return app
 
 
-def _methods_serving(app, path):
-    """The methods for which a route serves ``path`` with path values inside its declaration."""
+def _methods_serving(app, path, strictness):
+    """The methods for which a route serves ``path``: with "route", every route whose enum path
+    values fit; with "value", only those where every path value fits its declaration."""
     adapter = app.url_map.bind("localhost")
     allowed = []
     for method in ("GET", "POST", "PUT", "DELETE"):
@@ -126,6 +140,7 @@ def _methods_serving(app, path):
             endpoint, values = adapter.match(path, method=method)
         except HTTPException:
             continue
-        if params.path_misfit(app.view_functions[endpoint], values) != "route":
+        misfit = params.path_misfit(app.view_functions[endpoint], values)
+        if misfit is None or (strictness == "route" and misfit == "value"):
             allowed.append(method)
     return allowed

@@ -8,9 +8,9 @@ import json
 import pathlib
 import re
 
-from cluster_server.contract.schema import (BOOL, INT, NUMLIKE, SCALAR, STR, Amount, Anything,
-                                            Bad, Either, ListOf, MapOf, Matching, Obj, Scalar)
-from cluster_server.errors import NotFound, ValidationError
+from cluster_server.contract.schema import (BOOL, NUMLIKE, SCALAR, STR, Amount, Anything, Bad,
+                                            Either, ListOf, MapOf, Matching, Obj, Range, Scalar)
+from cluster_server.errors import NotFound, Unprocessable, ValidationError
 from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME
 
 KINDS = ("provider", "hardwaretype", "imagetype", "service", "template", "partial")
@@ -38,10 +38,11 @@ MASK = "********"
 # -- the shape of each kind, in the contract's schema language -------------------------------
 
 NAMES = ListOf(STR)
+COUNT = Range(0)
 REF = Either(STR, Obj({"name": STR}, required=("name",)), label="a name or {\"name\": ...}")
 LINK = Obj({"label": STR, "url": STR}, required=("url",))
-COMMON = {"name": STR, "description": STR, "version": Scalar(int, str, label="a version"),
-          "icon": STR}
+COMMON = {"name": Matching(NAME_RE, f"a name of {NAME_RULE}"), "description": STR,
+          "version": Scalar(int, str, label="a version"), "icon": STR}
 PROVIDER_MAP = lambda entry: MapOf(entry)  # noqa: E731  (one entry per provider name)
 
 TEMPLATE_FIELDS = {
@@ -58,12 +59,12 @@ TEMPLATE_FIELDS = {
     }),
     "compatibility": Obj({"hardwaretypes": NAMES, "imagetypes": NAMES, "services": NAMES}),
     "constraints": Obj({
-        "size": Obj({"min": INT, "max": INT}),
+        "size": Obj({"min": COUNT, "max": COUNT}),
         "layout": Obj({"mustcoexist": ListOf(NAMES), "cantcoexist": ListOf(NAMES)}),
         "services": MapOf(Obj({
             "hardwaretypes": NAMES,
             "imagetypes": NAMES,
-            "quantities": Obj({"min": INT, "max": INT}),
+            "quantities": Obj({"min": COUNT, "max": COUNT}),
         })),
     }),
     "administration": Obj({
@@ -132,11 +133,6 @@ def validate(kind, body):
     _check_macros(kind, name, label, body)
     if kind in ("template", "partial"):
         _check_bounds(label, kind, name, body)
-    if not NAME_RE.fullmatch(name):
-        raise ValidationError(
-            f"{label}: name must be {NAME_RULE}",
-            {"entity": kind, "name": name, "field": "name", "reason": "invalid name"},
-        )
     return body
 
 
@@ -234,7 +230,7 @@ def check_cycles(services):
         cycle = _find_cycle(graph)
         if cycle:
             path = " -> ".join(cycle)
-            raise ValidationError(
+            raise Unprocessable(
                 f"service '{cycle[0]}': {phase} dependencies form a cycle: {path}",
                 {"entity": "service", "name": cycle[0], "field": f"dependencies.{phase}",
                  "reason": "cycle", "cycle": cycle},
@@ -247,7 +243,7 @@ def check_extends(templates):
              for name, body in templates.items()}
     cycle = _find_cycle(graph)
     if cycle:
-        raise ValidationError(
+        raise Unprocessable(
             f"template '{cycle[0]}': extends forms a cycle: {' -> '.join(cycle)}",
             {"entity": "template", "name": cycle[0], "field": "extends", "reason": "cycle",
              "cycle": cycle})
@@ -260,13 +256,8 @@ def _check_bounds(label, kind, name, body):
     pairs += [(f"constraints.services.{service}.quantities", rule.get("quantities", {}))
               for service, rule in constraints.get("services", {}).items()]
     for field, bounds in pairs:
-        for key in ("min", "max"):
-            if bounds.get(key, 0) < 0:
-                raise ValidationError(f"{label}: {field}.{key} must be 0 or more",
-                                      {"entity": kind, "name": name, "field": f"{field}.{key}",
-                                       "reason": "negative"})
         if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
-            raise ValidationError(
+            raise Unprocessable(
                 f"{label}: {field}: min {bounds['min']} is more than max {bounds['max']}",
                 {"entity": kind, "name": name, "field": field, "reason": "min > max"})
 

@@ -14,7 +14,7 @@ import threading
 import time
 
 from cluster_server import config
-from cluster_server.errors import PluginError, ProviderError, ValidationError
+from cluster_server.errors import PluginError, ProviderError, Unprocessable, ValidationError
 
 LOG = logging.getLogger("shoal.clouds")
 CLOUDS_FILE = "clouds.json"
@@ -79,7 +79,7 @@ def setup_aws(home, profile=None, region=None, endpoint_url=None):
     session = aws_session(profile, region)
     credentials = session.get_credentials()
     if credentials is None:
-        raise ValidationError(
+        raise Unprocessable(
             "no AWS credentials found" + (f" for profile {profile!r}" if profile else "") +
             ": configure a profile (aws configure) or set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY for the Shoal server", {"cloud": "aws", "reason": "none"})
@@ -116,18 +116,18 @@ def gcp_credentials(credentials_file=None):
             creds = service_account.Credentials.from_service_account_file(path,
                                                                           scopes=GCP_SCOPES)
         except FileNotFoundError:
-            raise ValidationError(f"no such credentials file: {path}",
+            raise Unprocessable(f"no such credentials file: {path}",
                                   {"field": "credentials", "reason": "not found"}) from None
         except (ValueError, KeyError) as exc:
             # Name the missing key only: the message of a parse error may quote the file.
-            raise ValidationError(f"{path} is not a Google service-account key file "
+            raise Unprocessable(f"{path} is not a Google service-account key file "
                                   f"({type(exc).__name__})",
                                   {"field": "credentials", "reason": "invalid"}) from None
         return creds, creds.project_id, creds.service_account_email, "service-account"
     try:
         creds, project = google.auth.default(scopes=GCP_SCOPES)
     except google.auth.exceptions.DefaultCredentialsError:
-        raise ValidationError(
+        raise Unprocessable(
             "no Google credentials found: pass --credentials with a service-account key file, "
             "or set up application default credentials (gcloud auth application-default login)",
             {"cloud": "gcp", "reason": "none"}) from None

@@ -27,6 +27,14 @@ class ValidationError(ShoalError):
     status = 400
 
 
+class Unprocessable(ValidationError):
+    """Input that fits the API's contract but cannot be used: an archive that is none, a service
+    not on the cluster, no credentials to check. 422, so a client tells it from a request that
+    is malformed (400)."""
+
+    status = 422
+
+
 class TooLarge(ValidationError):
     """A request body or an upload over its size limit."""
 
@@ -37,6 +45,13 @@ class TooLarge(ValidationError):
 class Unauthorized(ShoalError):
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(ShoalError):
+    """Understood, and never allowed: the contents of a key, for one."""
+
+    code = "forbidden"
+    status = 403
 
 
 class NotFound(ShoalError):

@@ -13,7 +13,7 @@ import uuid
 from cluster_server import catalog, planner, plugins
 from cluster_server.contract.schema import (BOOL, NAME, Anything, ListOf, MapOf, Matching, Obj,
                                             Range, Tagged)
-from cluster_server.errors import Conflict, NotFound, ValidationError
+from cluster_server.errors import Conflict, NotFound, Unprocessable
 from cluster_server.solver import solve_layout
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # matched whole
@@ -38,13 +38,16 @@ MAX_SIZE = 10_000  # nodes in one cluster: what one server is measured to handle
 _LAYOUT = {
     "template": NAME.described("template to build from"),
     "size": Range(1, MAX_SIZE).described("number of nodes"),
-    "services": ListOf(NAME).described("services instead of the template's defaults"),
+    "services": ListOf(NAME, min_items=1).described("services instead of the template's "
+                                                    "defaults"),
     "provider": NAME.described("provider instead of the template's default"),
     "hardwaretype": NAME.described("hardware type for every node"),
     "imagetype": NAME.described("image type for every node"),
     "config": MapOf(Anything()).described("config merged over the template's defaults"),
 }
-CLUSTER_NAME = Matching(NAME_RE, NAME_RULE)
+# GET /clusters/plan would show a cluster named "plan", beside POST /clusters/plan.
+RESERVED = ("plan",)
+CLUSTER_NAME = Matching(NAME_RE, f"a cluster name of {NAME_RULE}", reserved=RESERVED)
 PLAN = Obj({**_LAYOUT, "name": CLUSTER_NAME}, required=("template", "size")).described(
     "a layout request", example={"template": "local-web", "size": 3})
 CREATE = Obj({
@@ -53,7 +56,7 @@ CREATE = Obj({
     "owner": NAME.described("who the cluster is for (default: the tenant)"),
 }, required=("name", "template", "size")).described(
     "a cluster to create", example={"name": "web", "template": "local-web", "size": 3})
-_SERVICES = ListOf(NAME).described("services to act on (their dependencies come too)")
+_SERVICES = ListOf(NAME, min_items=1).described("services to act on (their dependencies come too)")
 CHANGES = {
     "resize": Obj({"size": Range(1, MAX_SIZE)}, required=("size",)),
     "add-services": Obj({"services": _SERVICES}, required=("services",)),
@@ -300,11 +303,11 @@ def change(store, tenant, name, kind, data):
         else:
             absent = sorted(set(wanted) - set(on_cluster))
             if absent:
-                raise ValidationError(f"not on cluster '{name}': {', '.join(absent)}",
+                raise Unprocessable(f"not on cluster '{name}': {', '.join(absent)}",
                                       {"field": "services", "reason": "absent", "names": absent})
             request["services"] = sorted(set(on_cluster) - set(wanted))
             if not request["services"]:
-                raise ValidationError(f"removing every service of cluster '{name}' leaves "
+                raise Unprocessable(f"removing every service of cluster '{name}' leaves "
                                       "nothing to run; delete the cluster instead",
                                       {"field": "services", "reason": "all"})
     old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]

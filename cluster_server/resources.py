@@ -29,7 +29,7 @@ import uuid
 import zipfile
 import zlib
 
-from cluster_server.errors import Conflict, NotFound, TooLarge, ValidationError
+from cluster_server.errors import Conflict, NotFound, TooLarge, Unprocessable, ValidationError
 
 KINDS = ("scripts", "archives", "keys")
 INACTIVE, STAGED, ACTIVE = "inactive", "staged", "active"
@@ -83,7 +83,7 @@ def check_size(size, limit=None):
 
 
 def _refuse(member, reason):
-    raise ValidationError(f"archive member '{member}' {reason}: refused",
+    raise Unprocessable(f"archive member '{member}' {reason}: refused",
                           {"field": "body", "member": member, "reason": reason})
 
 
@@ -146,7 +146,7 @@ def _check_members(members):
 
 def _too_big(unpacked):
     if unpacked > MAX_UNPACKED:
-        raise ValidationError(f"archive unpacks to more than {human_size(MAX_UNPACKED)}: refused",
+        raise Unprocessable(f"archive unpacks to more than {human_size(MAX_UNPACKED)}: refused",
                               {"field": "body", "reason": "unpacks too large"})
 
 
@@ -174,7 +174,7 @@ def _tar_members(data):
                     kind = "dir" if info.isdir() else "file"
                 members.append((info.name, kind, info.linkname))
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        raise ValidationError(f"damaged tar archive: {exc}",
+        raise Unprocessable(f"damaged tar archive: {exc}",
                               {"field": "body", "reason": "damaged archive"}) from None
     return members
 
@@ -202,7 +202,7 @@ def _zip_members(data):
                     kind = "dir"
                 members.append((name, kind, target))
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
-        raise ValidationError(f"damaged zip archive: {exc}",
+        raise Unprocessable(f"damaged zip archive: {exc}",
                               {"field": "body", "reason": "damaged archive"}) from None
     return members
 
@@ -216,7 +216,7 @@ def check_archive(data):
     """
     readings = [m for m in (_tar_members(data), _zip_members(data)) if m is not None]
     if not readings:
-        raise ValidationError("an archive must be a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) "
+        raise Unprocessable("an archive must be a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) "
                               "or zip file", {"field": "body", "reason": "not an archive"})
     for members in readings:
         _check_members(members)

@@ -7,14 +7,15 @@ from cluster_server.api.common import flag, json_body
 from cluster_server.api import responses
 from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, accepts, pattern
-from cluster_server.contract.schema import STR, Anything, Choice, ListOf, MapOf, Obj
+from cluster_server.contract.schema import (STR, Anything, Choice, ListOf, MapOf, Obj,
+                                            Tagged)
 from cluster_server.errors import Conflict, PluginError, ValidationError
 
 bp = Blueprint("catalog", __name__)
 
 PATHS = {catalog.DIRS[kind]: kind for kind in catalog.KINDS}
 COLLECTION = {"plural": {"enum": sorted(PATHS)}}
-ENTITY = {**COLLECTION, "name": pattern(catalog.NAME_RE, "entity name", catalog.NAME_RULE)}
+ENTITY = {**COLLECTION, "name": pattern(catalog.NAME_RE, "entity", catalog.NAME_RULE)}
 # PUT /<plural>/<name> may leave the name out of the body: it comes from the path.
 UPDATES = {plural: Obj(schema.fields, tuple(k for k in schema.required if k != "name"))
            for plural, schema in responses.ENTITY.items()}
@@ -24,10 +25,15 @@ ENTITY_LINKS = {
            "parameters": {"name": "$response.body#/entity/name"}}
     for verb, view in (("show", "show_entity_get"), ("update", "update_entity_put"),
                        ("delete", "delete_entity_delete"))}
-IMPORT = Obj({"entities": ListOf(Obj({
-    "kind": Choice(*catalog.KINDS), "body": MapOf(Anything()),
-    "source": STR.described("where the entity came from, for messages")},
-    required=("kind", "body")))}, required=("entities",)).described(
+# The import's shape is checked on arrival; each body by catalog.validate_all (with the
+# same SCHEMAS objects), which names the file it came from. The document shows both at once.
+IMPORT_SHAPE = Obj({"entities": ListOf(Obj({
+    "kind": Choice(*catalog.KINDS), "body": MapOf(Anything()), "source": STR},
+    required=("kind", "body")))}, required=("entities",))
+IMPORT = Obj({"entities": ListOf(Tagged("kind", {
+    kind: Obj({"body": catalog.SCHEMAS[kind],
+               "source": STR.described("where the entity came from, for messages")},
+              required=("body",)) for kind in catalog.KINDS}))}, required=("entities",)).described(
     "entities to write together", example={"entities": [
         {"kind": "service", "body": {"name": "web", "description": "a web server"}}]})
 
@@ -131,7 +137,8 @@ def update_entity(plural, name):
     body = json_body()
     body.setdefault("name", name)
     if body["name"] != name:
-        raise ValidationError(f"{kind} '{name}': name cannot change (body says '{body['name']}')",
+        # RFC 9110: a PUT whose representation contradicts its target is a 409.
+        raise Conflict(f"{kind} '{name}': name cannot change (body says '{body['name']}')",
                               {"entity": kind, "name": name, "field": "name",
                                "reason": "rename not allowed"})
     warnings = write_entities([(kind, body)], replace=True)
@@ -158,7 +165,7 @@ def delete_entity(plural, name):
 
 
 @bp.post("/catalog/import")
-@takes(IMPORT)
+@takes(IMPORT_SHAPE, published=IMPORT)
 @returns(200, responses.IMPORTED)
 def import_catalog():
     """Import many entities at once: all are written or none ({"entities": [{kind, body}]})."""

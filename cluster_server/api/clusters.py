@@ -18,9 +18,10 @@ bp = Blueprint("clusters", __name__)
 CHANGES = tuple(operations.CHANGES)
 SERVICE_OPS = tuple(operations.SERVICE_OPS)
 CONTROLS = tuple(operations.CONTROLS)
-CLUSTER = {"name": pattern(operations.NAME_RE, "cluster name", operations.NAME_RULE)}
-OPERATION_ID = pattern(re.compile(r"op-[0-9a-f]{12}"), "operation id", "op- and 12 hex digits")
-TASK = {"task_id": pattern(re.compile(r"op-[0-9a-f]{12}/[A-Za-z0-9._:*-]{1,300}"), "task id",
+CLUSTER = {"name": pattern(operations.NAME_RE, "cluster", operations.NAME_RULE,
+                           reserved=operations.RESERVED)}
+OPERATION_ID = pattern(re.compile(r"op-[0-9a-f]{12}"), "operation", "op- and 12 hex digits")
+TASK = {"task_id": pattern(re.compile(r"op-[0-9a-f]{12}/[A-Za-z0-9._:*-]{1,300}"), "task",
                            "an operation id, '/', then node:action[:service]")}
 
 

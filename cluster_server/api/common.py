@@ -13,12 +13,13 @@ def json_body(required=True):
     if declared is not None:
         required = declared.required
     raw = request.get_data(cache=True)
-    if not raw.strip():
-        if not required:
-            return {}
+    if raw.strip():
+        data = limits.load(raw)
+    elif required:
         raise ValidationError("request body must be a JSON object",
                               {"field": "body", "reason": "missing"})
-    data = limits.load(raw)
+    else:
+        data = {}  # still checked below: an optional body may not leave out a required key
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object",
                               {"field": "body", "reason": "not an object"})

@@ -13,7 +13,7 @@ from cluster_server.contract.schema import BOOL, NAME, STR, ListOf, Obj
 bp = Blueprint("envshell", __name__)
 
 SHELL_REQUEST = Obj({
-    "command": ListOf(STR).described("argv to run instead of an interactive shell"),
+    "command": ListOf(STR, min_items=1).described("argv to run instead of an interactive shell"),
     "tty": BOOL, "stdin": BOOL,
     "cli": NAME.described("the cloud CLI image to use (default: the provider's)"),
 })

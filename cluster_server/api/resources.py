@@ -11,11 +11,11 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.limits import large_body
 from cluster_server.contract.schema import ListOf
 from cluster_server.contract.params import accepts, pattern
-from cluster_server.errors import ValidationError
+from cluster_server.errors import Forbidden, ValidationError
 
 bp = Blueprint("resources", __name__)
 KIND = {"kind": {"enum": list(resources.KINDS)}}
-NAMED = {**KIND, "name": pattern(resources.NAME, "resource name", resources.NAME_RULE)}
+NAMED = {**KIND, "name": pattern(resources.NAME, "resource", resources.NAME_RULE)}
 VERSION = {**NAMED, "version": pattern(re.compile(r"[1-9][0-9]{0,8}"), "version",
                                        "versions are numbers from 1")}
 
@@ -60,7 +60,7 @@ def list_kind(kind):
 @bp.put("/resources/<kind>/<path:name>")
 @accepts(path=NAMED)
 @large_body
-@takes(media="application/octet-stream")
+@takes(media="application/octet-stream", required=False)  # an empty script is a script
 @returns(201, answers.RESOURCE)
 def upload(kind, name):
     """Store the raw request body as the next version (inactive)."""
@@ -90,7 +90,7 @@ def content(kind, name, version):
     """The bytes of one version; never for keys."""
     version = _number(version)
     if kind == "keys":
-        raise ValidationError("the contents of keys are never returned",
+        raise Forbidden("the contents of keys are never returned",
                               {"kind": kind, "name": name, "reason": "secret"})
     data = _store().read(kind, name, version)
     return Response(data, mimetype="application/octet-stream")

@@ -17,7 +17,8 @@ class Body:
     required: bool = True
     media: str = "application/json"
     checked_by_view: bool = False    # the view checks with these same objects (the catalog)
-    example: object = None
+    published: object = None         # the document shows this instead: the outer shape is
+    #                                  checked here, the inner one by the view (the catalog)
 
     def schema_for(self, values):
         if self.by is None:

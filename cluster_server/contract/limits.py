@@ -48,7 +48,7 @@ def _bad(message, field, reason):
 def load(raw):
     """Parse a JSON body and check its shape; every refusal is a 400 naming where and why."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_float=_number, parse_constant=_not_json)
     except RecursionError:
         raise _bad(f"request body nests deeper than {MAX_DEPTH} levels", "body",
                    "too deeply nested") from None
@@ -56,6 +56,21 @@ def load(raw):
         raise _bad(f"request body is not valid JSON: {error}", "body", "not JSON") from None
     check_shape(data)
     return data
+
+
+def _number(text):
+    """A JSON number with a fraction or exponent: an integer when it is one (JSON Schema counts
+    3.0 as an integer, so a client may send it for a count), else a float."""
+    value = float(text)
+    if value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _not_json(text):
+    raise ValueError(f"{text} is not JSON (JSON has no NaN or Infinity)")
 
 
 def check_shape(data):

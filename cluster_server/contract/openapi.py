@@ -53,11 +53,15 @@ def _operation(rule, view, method, prefix, value):
     body = bodies.body_of(view)
     if body is not None and method in ("POST", "PUT"):
         if body.media == "application/json":
-            schema = _published(body.schema_for({body.by: value}) if body.by else body.schema)
+            schema = _published(body.published or (
+                body.schema_for({body.by: value}) if body.by else body.schema))
             content = {"schema": schema or {"type": "object"}}
         else:
             content = {"schema": {"type": "string", "format": "binary"}}
-        operation["requestBody"] = {"required": body.required, "content": {body.media: content}}
+        # A body that may be left out is still required when its schema requires a key.
+        required = body.required or bool(getattr(body.schema_for({body.by: value}), "required",
+                                                 ()))
+        operation["requestBody"] = {"required": required, "content": {body.media: content}}
     for response in bodies.responses_of(view):
         answer = {"description": response.description}
         schema = _published(response.schema, value)

@@ -11,19 +11,22 @@ path with other methods).
 
 import re
 
-from cluster_server.errors import ValidationError
+from cluster_server.errors import NotFound, ValidationError
 
 BOOLEAN = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
 INTEGER = {"type": "string", "pattern": "^[0-9]{1,15}$"}
 NUMBER = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,6})?$"}
 
 
-def pattern(regex, what, rule):
+def pattern(regex, what, rule, reserved=()):
     """The declaration of a string that matches ``regex`` whole (a compiled re without anchors
     of its own, the one the code checks with): published with anchors, checked with fullmatch,
     so a trailing newline never slips past ``$``. ``what`` and ``rule`` word the refusal."""
-    return {"type": "string", "pattern": f"^(?:{regex.pattern})$", "title": what,
-            "description": rule}
+    out = {"type": "string", "pattern": f"^(?:{regex.pattern})$", "title": what,
+           "description": rule}
+    if reserved:
+        out["not"] = {"enum": list(reserved)}
+    return out
 
 
 def accepts(query=None, path=None, expand=None):
@@ -48,6 +51,8 @@ def path_of(view):
 
 def fits(schema, value):
     if "enum" in schema and value not in schema["enum"]:
+        return False
+    if "not" in schema and fits(schema["not"], value):
         return False
     if "pattern" in schema:
         inner = schema["pattern"]
@@ -94,11 +99,15 @@ def path_misfit(view, values):
     return None
 
 
-def check_path(view, values):
-    """Refuse a path name that breaks its pattern: a 400 naming the parameter and the rule."""
+def check_path(view, values, method):
+    """A path name that breaks its pattern names nothing that can exist: 404 for a read or an
+    operation on it; 400 naming the rule for a PUT, which would make it."""
     for name, schema in path_of(view).items():
         value = (values or {}).get(name)
         if "pattern" in schema and value is not None and not fits(schema, value):
-            raise ValidationError(f"bad {schema.get('title', name)} '{value}': "
+            what = schema.get("title", name)
+            if method != "PUT":
+                raise NotFound(f"{what} '{value}' not found", {"entity": what, "name": value})
+            raise ValidationError(f"bad {what} name '{value}': "
                                   f"{schema.get('description', describe(schema))}",
                                   {"field": name, "value": value, "reason": "bad name"})

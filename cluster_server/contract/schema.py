@@ -105,7 +105,7 @@ STR = Scalar(str, label="a string")
 OPTIONAL_STR = Scalar(str, type(None), label="a string or null")
 NUMBER = Scalar(int, float, label="a number")
 NAME = Scalar(str, label="a non-empty string", non_empty=True)
-INT = Scalar(int, label="an integer")
+INT = Scalar(int, label="an integer")  # JSON's 3.0 arrives as 3: see limits.load
 BOOL = Scalar(bool, label="a boolean")
 NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes "0.175"
 SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
@@ -128,18 +128,24 @@ class Choice(Schema):
 class Matching(Schema):
     """A string that matches ``pattern`` whole."""
 
-    def __init__(self, pattern, label):
+    def __init__(self, pattern, label, reserved=()):
         self.pattern = pattern
         self.label = label
+        self.reserved = reserved
 
     def check(self, value, path):
         STR.check(value, path)
         if not self.pattern.fullmatch(value):
             raise Bad(path, f"must be {self.label}")
+        if value in self.reserved:
+            raise Bad(path, f"'{value}' is reserved (it names a route)")
 
     def json_schema(self):
         # Python's fullmatch is JSON Schema's anchored pattern.
-        return {"type": "string", "pattern": f"^(?:{self.pattern.pattern})$"}
+        out = {"type": "string", "pattern": f"^(?:{self.pattern.pattern})$"}
+        if self.reserved:
+            out["not"] = {"enum": list(self.reserved)}
+        return out
 
 
 class Amount(Schema):
@@ -171,17 +177,23 @@ class Anything(Schema):
 
 
 class ListOf(Schema):
-    def __init__(self, item):
+    def __init__(self, item, min_items=0):
         self.item = item
+        self.min_items = min_items
 
     def check(self, value, path):
         if not isinstance(value, list):
             raise Bad(path, f"must be a list, not {json_type(value)}")
+        if len(value) < self.min_items:
+            raise Bad(path, f"must hold at least {self.min_items} item(s)")
         for index, item in enumerate(value):
             self.item.check(item, f"{path}[{index}]")
 
     def json_schema(self):
-        return {"type": "array", "items": self.item.published()}
+        out = {"type": "array", "items": self.item.published()}
+        if self.min_items:
+            out["minItems"] = self.min_items
+        return out
 
 
 class MapOf(Schema):

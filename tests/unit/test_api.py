@@ -74,7 +74,7 @@ def test_crud(api):
     assert api("GET", "/services/web").get_json() == body
     assert api("PUT", "/services/web", json={"description": "e"}).status_code == 200
     assert api("GET", "/services/web").get_json() == {"name": "web", "description": "e"}
-    assert_error_shape(api("PUT", "/services/web", json={"name": "other"}), 400)
+    assert_error_shape(api("PUT", "/services/web", json={"name": "other"}), 409, "conflict")
     assert [s["name"] for s in api("GET", "/services").get_json()] == ["web"]
     assert api("DELETE", "/services/web").status_code == 200
     assert_error_shape(api("DELETE", "/services/web"), 404)
@@ -89,7 +89,7 @@ def test_create_reports_dangling_references(api):
 def test_service_cycle_is_rejected_and_nothing_written(api):
     api("POST", "/services", json={"name": "a", "dependencies": {"runtime": {"requires": ["b"]}}})
     error = assert_error_shape(api("POST", "/services", json={
-        "name": "b", "dependencies": {"runtime": {"requires": ["a"]}}}), 400)
+        "name": "b", "dependencies": {"runtime": {"requires": ["a"]}}}), 422)
     assert error["details"]["reason"] == "cycle"
     assert_error_shape(api("GET", "/services/b"), 404)
 

@@ -277,7 +277,7 @@ def test_api_never_returns_the_contents_of_keys(api):
     bodies += [api("GET", path) for path in ("/resources", "/resources/keys",
                                              "/resources/keys/id")]
     refused = api("GET", "/resources/keys/id/versions/1/content")
-    assert refused.status_code == 400
+    assert refused.status_code == 403
     assert "never returned" in refused.get_json()["error"]["message"]
     for response in bodies + [refused]:
         assert b"very secret" not in response.data
@@ -290,8 +290,9 @@ def test_api_errors_have_the_one_shape(api, monkeypatch):
         (api("PUT", "/resources/scripts/a/..%2Fb", data=b"x"), 400, "invalid"),
         (api("PUT", "/resources/bins/x", data=b"x"), 400, "invalid"),
         (api("GET", "/resources/scripts/none"), 404, "not_found"),
-        (api("POST", "/resources/scripts/none/versions/x/stage"), 400, "invalid"),
-        (api("PUT", "/resources/archives/a.tar", data=EVIL["zip-dotdot"][0][:10]), 400,
+        (api("POST", "/resources/scripts/none/versions/x/stage"), 404, "not_found"),
+        # Fits the contract (bytes) but is no archive: 422, not a malformed request.
+        (api("PUT", "/resources/archives/a.tar", data=EVIL["zip-dotdot"][0][:10]), 422,
          "invalid"),
         (api("GET", "/resources", tenant="../../etc"), 400, "invalid"),
     ]
