@@ -79,7 +79,8 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         if request.method == "OPTIONS":
             # Flask's own answer lists the methods of every rule the path matches, also
             # PUT /<plural>/<name> for /catalog/check; list those that serve it.
-            allowed = _methods_serving(app, request.path, "route")
+            fully, loosely = _methods_serving(app, request.path)
+            allowed = fully or loosely
             response = app.make_response(("", 200))
             response.headers["Allow"] = ", ".join(
                 allowed + ["HEAD"] * ("GET" in allowed) + ["OPTIONS"])
@@ -92,7 +93,8 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
             # (an enum: its own error names what it accepts) or check_path (a name) says why.
             # A route misfit yields to any route for the path; a name misfit only to a route
             # where every value fits (PUT /resources/k/n/activate is no upload of "n/activate").
-            allowed = [method for method in _methods_serving(app, request.path, misfit)
+            fully, loosely = _methods_serving(app, request.path)
+            allowed = [method for method in (fully or loosely if misfit == "route" else fully)
                        if method != request.method]
             if allowed:
                 raise MethodNotAllowed(valid_methods=allowed)
@@ -130,17 +132,19 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     return app
 
 
-def _methods_serving(app, path, strictness):
-    """The methods for which a route serves ``path``: with "route", every route whose enum path
-    values fit; with "value", only those where every path value fits its declaration."""
+def _methods_serving(app, path):
+    """The methods whose route serves ``path`` with every path value fitting its declaration,
+    and those whose route serves it with only a name that does not fit (its enums fit)."""
     adapter = app.url_map.bind("localhost")
-    allowed = []
+    fully, loosely = [], []
     for method in ("GET", "POST", "PUT", "DELETE"):
         try:
             endpoint, values = adapter.match(path, method=method)
         except HTTPException:
             continue
         misfit = params.path_misfit(app.view_functions[endpoint], values)
-        if misfit is None or (strictness == "route" and misfit == "value"):
-            allowed.append(method)
-    return allowed
+        if misfit is None:
+            fully.append(method)
+        if misfit != "route":
+            loosely.append(method)
+    return fully, loosely

@@ -4,6 +4,8 @@ import os
 import pathlib
 import secrets
 
+from cluster_server.errors import ValidationError
+
 DEFAULT_PORT = 8517
 
 
@@ -58,3 +60,18 @@ def write_private(path, text):
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+DEFAULT_MAX_NODES = 10_000
+
+
+def max_nodes():
+    """The most nodes one cluster may have on this server: SHOAL_MAX_NODES, default 10,000 (what
+    bench/ measures one server handling). It is in the API's contract, so read once at start."""
+    value = os.environ.get("SHOAL_MAX_NODES", "")
+    if not value:
+        return DEFAULT_MAX_NODES
+    if not value.isdigit() or int(value) < 1:
+        raise ValidationError(f"SHOAL_MAX_NODES must be a whole number above 0, not {value!r}",
+                              {"field": "SHOAL_MAX_NODES", "reason": "not a count"})
+    return int(value)

@@ -10,11 +10,12 @@ import re
 import time
 import uuid
 
-from cluster_server import catalog, planner, plugins
+from cluster_server import catalog, config, planner, plugins
 from cluster_server.contract.schema import (BOOL, NAME, Anything, ListOf, MapOf, Matching, Obj,
                                             Range, Tagged)
 from cluster_server.errors import Conflict, NotFound, Unprocessable
 from cluster_server.solver import solve_layout
+from cluster_server.solver.problem import MAX_SIZE as solver_max_size
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # matched whole
 NAME_RULE = "lower-case letters, digits and '-' (at most 40, not starting or ending with '-')"
@@ -34,7 +35,7 @@ class CatalogView:
 
 # -- the requests, declared once: the API checks each body with these and publishes them --------
 
-MAX_SIZE = 10_000  # nodes in one cluster: what one server is measured to handle (bench/)
+MAX_SIZE = min(config.max_nodes(), solver_max_size)
 _LAYOUT = {
     "template": NAME.described("template to build from"),
     "size": Range(1, MAX_SIZE).described("number of nodes"),

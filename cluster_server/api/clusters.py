@@ -10,7 +10,7 @@ from cluster_server.api.common import json_body
 from cluster_server.api import responses
 from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.schema import ListOf
-from cluster_server.contract.params import BOOLEAN, INTEGER, NUMBER, accepts, pattern
+from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.errors import Conflict, NotFound, ValidationError
 
 bp = Blueprint("clusters", __name__)
@@ -18,6 +18,8 @@ bp = Blueprint("clusters", __name__)
 CHANGES = tuple(operations.CHANGES)
 SERVICE_OPS = tuple(operations.SERVICE_OPS)
 CONTROLS = tuple(operations.CONTROLS)
+# Seconds a long poll of the events may wait: the view caps it at 30.
+WAIT = {"type": "string", "pattern": "^([0-9]|[12][0-9]|30)(\\.[0-9]{1,3})?$"}
 CLUSTER = {"name": pattern(operations.NAME_RE, "cluster", operations.NAME_RULE,
                            reserved=operations.RESERVED)}
 OPERATION_ID = pattern(re.compile(r"op-[0-9a-f]{12}"), "operation", "op- and 12 hex digits")
@@ -256,7 +258,7 @@ def show_operation(op_id):
 
 
 @bp.get("/clusters/<name>/events")
-@accepts(query={"after": INTEGER, "wait": NUMBER}, path=CLUSTER)
+@accepts(query={"after": INTEGER, "wait": WAIT}, path=CLUSTER)
 @returns(200, responses.EVENTS)
 def cluster_events(name):
     """Events after ?after=ID; waits up to ?wait=SECONDS (max 30) for new ones."""

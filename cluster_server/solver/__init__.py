@@ -39,7 +39,7 @@ Where each part lives: ``problem`` (checking the arguments, the services, types 
 programme), ``layout`` (the result), ``explain`` (why no layout fits), ``words`` (phrasing).
 """
 
-from cluster_server.errors import ValidationError
+from cluster_server.errors import Unprocessable, ValidationError
 from cluster_server.solver.explain import _explain
 from cluster_server.solver.layout import Layout, _layout
 from cluster_server.solver.problem import (_check_current, _check_size, _check_size_range,
@@ -62,7 +62,7 @@ def solve_layout(template, catalog, size, *, services=None, provider=None, hardw
     defaults = _section(template, "defaults")
     provider = provider or defaults.get("provider")
     if not provider:
-        raise ValidationError(f"template {name} has no default provider; name one",
+        raise Unprocessable(f"template {name} has no default provider; name one",
                               {"field": "provider"})
     cluster = _cluster_services(template, catalog, services)
     size_range = _check_size_range(template, size)

@@ -98,3 +98,108 @@ def test_openapi_is_valid_3_1_with_real_templates_and_declared_parameters(api):
         values = view.contract_path[expand]["enum"] if expand else [None]
         routes |= {path.replace("{" + expand + "}", v) if v else path for v in values}
     assert routes == set(doc["paths"])
+
+
+# -- bodies: one declaration checks the request and is published ------------------------------
+
+
+def test_a_body_is_checked_with_the_schema_the_document_publishes(api):
+    doc = api("GET", "/openapi.json").get_json()
+    create = doc["paths"]["/clusters"]["post"]["requestBody"]["content"]["application/json"]
+    assert create["schema"]["required"] == ["name", "template", "size"]
+    assert create["schema"]["properties"]["size"]["minimum"] == 1
+    assert create["schema"]["examples"][0]["template"] == "local-web"
+    for body, field, reason in (
+            ({"name": "web", "template": "t"}, "size", "is required"),
+            ({"name": "web", "template": "t", "size": "3"}, "size", "must be an integer"),
+            ({"name": "web", "template": "t", "size": 0}, "size", "must be between 1"),
+            ({"name": "web", "template": "t", "size": 2, "colour": 1}, "colour", "not a known"),
+            ({"name": "Web!", "template": "t", "size": 2}, "name", "cluster name"),
+            ({"name": "plan", "template": "t", "size": 2}, "name", "reserved")):
+        error = assert_error_shape(api("POST", "/clusters/plan", json=body), 400, "invalid")
+        assert error["details"]["field"] == field and reason in error["details"]["reason"], error
+
+
+def test_an_integral_float_is_an_integer_and_nan_is_no_json(api):
+    # JSON Schema counts 3.0 as an integer, so a client may send it for a count.
+    assert limits.load(b'{"size": 3.0, "cost": 0.5}') == {"size": 3, "cost": 0.5}
+    assert isinstance(limits.load(b'{"size": 3.0}')["size"], int)
+    error = assert_error_shape(raw(api, "POST", "/services", b'{"name": "s", "x": NaN}'), 400)
+    assert error["details"]["reason"] == "not JSON"
+
+
+def test_an_operation_body_is_chosen_by_its_verb_and_listed_by_it(api):
+    doc = api("GET", "/openapi.json").get_json()
+    resize = doc["paths"]["/clusters/{name}/resize"]["post"]["requestBody"]
+    assert resize["required"] is True  # optional body, but its schema requires size
+    stop = doc["paths"]["/clusters/{name}/stop"]["post"]["requestBody"]
+    assert stop["required"] is False
+    plan = doc["paths"]["/clusters/{name}/plan"]["post"]["requestBody"]["content"]
+    branches = plan["application/json"]["schema"]["oneOf"]
+    assert {b["properties"]["operation"]["const"] for b in branches} >= {"resize", "delete"}
+    error = assert_error_shape(api("POST", "/clusters/web/plan", json={"operation": "paint"}),
+                               400)
+    assert error["details"]["field"] == "operation"
+
+
+def test_responses_are_declared_with_their_status_and_links(api):
+    doc = api("GET", "/openapi.json").get_json()
+    created = doc["paths"]["/clusters"]["post"]["responses"]["202"]
+    assert created["links"]["show"]["operationId"] == "clusters_show_cluster_get"
+    ops = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
+    for link in created["links"].values():
+        assert link["operationId"] in ops
+    entity = doc["paths"]["/services"]["post"]["responses"]["201"]
+    assert entity["links"]["show"]["operationId"] == "catalog_show_entity_get_services"
+    assert "catalog_show_entity_get_services" in ops
+    show = doc["paths"]["/clusters/{name}"]["get"]["responses"]["200"]
+    assert "nodes" in show["content"]["application/json"]["schema"]["properties"]
+    assert len(ops) == sum(len(path) for path in doc["paths"].values())  # all distinct
+
+
+# -- paths: names that cannot exist, methods that serve a path ---------------------------------
+
+
+def test_a_name_that_cannot_exist_is_not_found_and_refused_for_a_put(api):
+    error = assert_error_shape(api("GET", "/clusters/Bad_Name"), 404, "not_found")
+    assert "cluster 'Bad_Name' not found" in error["message"]
+    error = assert_error_shape(api("PUT", "/resources/scripts/a%2F..%2Fb"), 400, "invalid")
+    assert "bad resource name" in error["message"]
+
+
+def test_405_and_options_list_only_the_methods_that_serve_the_path(api):
+    # PUT /catalog/import matches PUT /<plural>/<name> with a plural that is none.
+    response = api("PUT", "/catalog/import")
+    assert_error_shape(response, 405)
+    assert response.headers["Allow"] == "POST"
+    # PUT /resources/k/n/activate matches the upload's <path:name> with a name holding '/'.
+    response = api("PUT", "/resources/scripts/n/activate")
+    assert_error_shape(response, 405)
+    assert response.headers["Allow"] == "POST"
+    # A cluster may not be named "plan": GET /clusters/plan is not a show.
+    options = api("OPTIONS", "/clusters/plan")
+    assert options.headers["Allow"] == "POST, OPTIONS"
+    options = api("OPTIONS", "/catalog/check")
+    assert options.headers["Allow"] == "GET, HEAD, OPTIONS"
+    # A task id that cannot exist still names the route that would serve it.
+    assert api("OPTIONS", "/tasks/x").headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_query_values_are_checked_against_their_declaration(api):
+    error = assert_error_shape(api("GET", "/clusters?all=maybe"), 400, "invalid")
+    assert error["details"] == {"field": "query.all", "reason": "invalid value"}
+    error = assert_error_shape(api("GET", "/clusters?all=1&all=0"), 400, "invalid")
+    assert error["details"]["reason"] == "repeated"
+
+
+def test_semantic_refusals_are_422_and_say_why(api):
+    api("POST", "/services", json={"name": "a", "dependencies": {"runtime": {"requires": ["b"]}}})
+    error = assert_error_shape(api("POST", "/services", json={
+        "name": "b", "dependencies": {"runtime": {"requires": ["a"]}}}), 422, "invalid")
+    assert error["details"]["reason"] == "cycle"
+    error = assert_error_shape(api("POST", "/clustertemplates", json={
+        "name": "t", "constraints": {"size": {"min": 3, "max": 2}}}), 422, "invalid")
+    assert error["details"]["reason"] == "min > max"
+    error = assert_error_shape(api("POST", "/clustertemplates", json={
+        "name": "t", "constraints": {"size": {"min": -1}}}), 400, "invalid")
+    assert error["details"]["field"] == "constraints.size.min"
