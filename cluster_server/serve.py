@@ -15,6 +15,25 @@ import sys
 from cluster_server import config
 
 
+def _error_response(error, ident=None):
+    """Waitress's own refusals (a body over the largest limit, a malformed request) in the one
+    error shape of the API, instead of its text/plain page."""
+    from cluster_server.contract import limits
+    from cluster_server.resources import human_size
+
+    if error.code == 413:
+        code, largest = "too_large", limits.largest_body()
+        message = (f"request body is over the limit of {human_size(largest)} "
+                   "(SHOAL_MAX_JSON_BYTES, SHOAL_RESOURCE_MAX_BYTES)")
+        details = {"field": "body", "limit": largest, "reason": "too large"}
+    else:
+        code = error.reason.lower().replace(" ", "_")
+        message, details = f"{error.reason}: {error.body}", {}
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}})
+    return (f"{error.code} {error.reason}", [("Content-Type", "application/json")],
+            body.encode())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="shoal-server")
     parser.add_argument("--host", default="127.0.0.1",
@@ -27,8 +46,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import waitress.server
+    import waitress.utilities
 
     from cluster_server.app import create_app
+    from cluster_server.contract import limits
     from cluster_server.errors import ShoalError
 
     home = config.home()
@@ -50,8 +71,13 @@ def main(argv=None):
     except ShoalError as error:  # e.g. the store's key is missing: said in one line, no trace
         logging.getLogger("shoal.server").error("not starting: %s", error.message)
         return 1
+    # Waitress reads a whole body (spooled to disk past 512 KiB) before the app sees the
+    # request; past this size it answers 413 on the headers alone and reads nothing. The
+    # routes' own, smaller limits (contract.limits) apply to what gets through.
+    waitress.utilities.Error.to_response = _error_response
     server = waitress.server.create_server(app, host=args.host, port=args.port,
-                                           threads=args.threads, ident="shoal")
+                                           threads=args.threads, ident="shoal",
+                                           max_request_body_size=limits.largest_body())
     host, port = server.effective_host, server.effective_port
     state = home / "server.json"
     config.write_private(state, json.dumps({"pid": os.getpid(), "url": f"http://{host}:{port}"}))

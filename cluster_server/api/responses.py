@@ -3,6 +3,9 @@ document (``@returns``). Response shapes are built by the views; these declarati
 client generator and a fuzzer check them against, so each lists every key a view writes.
 """
 
+import json
+import pathlib
+
 from cluster_server import catalog
 from cluster_server.contract.schema import (BOOL, INT, NUMBER, OPTIONAL_STR, STR, Anything,
                                             Either, ListOf, MapOf, Obj, Scalar)
@@ -47,7 +50,17 @@ OPERATION = Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR, "
 EVENTS = Obj({"status": STR, "events": ListOf(Obj({"id": INT, "at": NUMBER, "message": STR,
                                                     "operation": OPTIONAL_STR}))})
 
-ENTITY = {catalog.DIRS[kind]: catalog.SCHEMAS[kind] for kind in catalog.KINDS}
+SHIPPED = pathlib.Path(catalog.__file__).with_name("catalog_default")
+
+
+def _example(plural):
+    """The shipped catalog's first entity of a collection: an example known to be valid."""
+    files = sorted((SHIPPED / plural).glob("*.json"))
+    return json.loads(files[0].read_text()) if files else None
+
+
+ENTITY = {catalog.DIRS[kind]: catalog.SCHEMAS[kind].described(
+    f"a {kind} of the catalog", example=_example(catalog.DIRS[kind])) for kind in catalog.KINDS}
 WRITTEN = {plural: Obj({"entity": schema, "warnings": WARNINGS})
            for plural, schema in ENTITY.items()}
 LISTED = {plural: ListOf(schema) for plural, schema in ENTITY.items()}
@@ -76,5 +89,7 @@ CREATED_CLUSTER_LINKS = {
     for name, op in (("show", "clusters_show_cluster_get"),
                      ("tasks", "clusters_list_tasks_get"),
                      ("events", "clusters_cluster_events_get"),
+                     ("resize", "clusters_cluster_operation_post_resize"),
+                     ("stop", "clusters_cluster_operation_post_stop"),
                      ("delete", "clusters_delete_cluster_delete"))
 }

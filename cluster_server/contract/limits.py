@@ -21,6 +21,11 @@ def max_json_bytes():
     return int(value) if value else DEFAULT_MAX_JSON_BYTES
 
 
+def largest_body():
+    """The largest body any route takes: what the HTTP server reads at most."""
+    return max(max_json_bytes(), resources.max_bytes())
+
+
 def large_body(view):
     """Mark a view that reads a raw upload (its own, larger limit) instead of a JSON body."""
     view.contract_large_body = True
