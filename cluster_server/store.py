@@ -209,8 +209,9 @@ class Store:
 
     def _open_vault(self):
         sealed = self.db.execute(
-            "SELECT EXISTS (SELECT 1 FROM catalog WHERE body LIKE 'fernet:%')"
-            " OR EXISTS (SELECT 1 FROM clusters WHERE spec LIKE 'fernet:%')").fetchone()[0]
+            "SELECT EXISTS (SELECT 1 FROM catalog WHERE substr(body, 1, ?) = ?)"
+            " OR EXISTS (SELECT 1 FROM clusters WHERE substr(spec, 1, ?) = ?)",
+            [len(vault.PREFIX), vault.PREFIX] * 2).fetchone()[0]
         try:
             # A new key only for a store with nothing sealed: with sealed rows, a missing key
             # means a lost one, and a new key would hide that until a read fails.

@@ -15,7 +15,6 @@ from cluster_server.errors import NotFound, ValidationError
 
 BOOLEAN = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
 INTEGER = {"type": "string", "pattern": "^[0-9]{1,15}$"}
-NUMBER = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,6})?$"}
 
 
 def pattern(regex, what, rule, reserved=()):
