@@ -48,6 +48,10 @@ setup(
             "aws = extensions.providers.aws:AWSProvider",
             "gcp = extensions.providers.gcp:GCPProvider",
         ],
+        "shoal.databases": [
+            "aws-rds = extensions.databases.aws_rds:RDSDatabase",
+            "gcp-cloudsql = extensions.databases.gcp_cloudsql:CloudSQLDatabase",
+        ],
         "shoal.automators": [
             "shell = extensions.automators.shell:ShellAutomator",
             "docker-cli = extensions.automators.docker_cli:DockerCLIAutomator",

@@ -13,6 +13,9 @@ import threading
 from cluster_server import macros, plugins
 from cluster_server.errors import ShoalError
 from cluster_server.executor import TaskOutcome
+from cluster_server.managed import records as managed_records
+from cluster_server.managed.tasks import ResourceTasks
+from cluster_server.planner import RESOURCE_PREFIX
 from cluster_server.plugins import NodeInfo, NodeSpec, NodeState
 from cluster_server.poller import Cancelled, Poller
 
@@ -38,6 +41,7 @@ class TaskRunner:
         # Replacing a failed node (delete + create) off the polling thread; rare, so few.
         self.replacer = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="shoal-replace")
+        self.managed = ResourceTasks(store, home, self.poller, self.replacer)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -111,8 +115,34 @@ class TaskRunner:
     # -- the runner ----------------------------------------------------------------------------
 
     def run(self, task, operation):
+        """The task's outcome (or a Future of it), with every password of the cluster's
+        managed resources masked: an action may echo what its macros expanded to."""
         cluster = self.cluster(operation["cluster_id"])
+        outcome = self._run(task, operation, cluster)
+        hidden = managed_records.passwords(self.store, cluster["id"])
+        if not hidden:
+            return outcome
+        if isinstance(outcome, concurrent.futures.Future):
+            masked = concurrent.futures.Future()
+
+            def copy(done):
+                try:
+                    result = done.result()
+                    result.output = managed_records.mask(result.output, hidden)
+                    masked.set_result(result)
+                except Exception as exc:  # noqa: BLE001 (the executor settles it as failed)
+                    masked.set_exception(exc)
+
+            outcome.add_done_callback(copy)
+            return masked
+        outcome.output = managed_records.mask(outcome.output, hidden)
+        return outcome
+
+    def _run(self, task, operation, cluster):
         try:
+            if task["node_id"].startswith(RESOURCE_PREFIX):
+                return self.managed.run(task, cluster, task["node_id"][len(RESOURCE_PREFIX):],
+                                        operation)
             if task["action"] == CLEANUP:
                 return self.cleanup(cluster)
             node = self.node(cluster["id"], task["node_id"])
@@ -260,7 +290,8 @@ class TaskRunner:
         spec = cluster["spec"]
         return {"cluster": {"id": cluster["id"], "name": cluster["name"],
                             "owner": spec.get("owner", "")},
-                "self": node["id"], "nodes": nodes}
+                "self": node["id"], "nodes": nodes,
+                "resources": managed_records.macro_context(self.store, cluster["id"])}
 
     def service_action(self, task, cluster, node):
         service = cluster["spec"]["services"][task["service"]]

@@ -14,6 +14,8 @@ import time
 
 from cluster_server.actions import CLEANUP, TaskRunner
 from cluster_server.executor import PENDING, Control, Executor, Settings
+from cluster_server.managed import records as managed_records
+from cluster_server.planner import resource_node
 from cluster_server.poller import Poller
 from cluster_server.resources import FileResourceStore
 
@@ -211,6 +213,7 @@ class Engine:
         with self.store.write() as db:
             if op["kind"] == "delete":
                 db.execute("UPDATE nodes SET status = 'DELETED' WHERE cluster_id = ?", [cluster_id])
+                managed_records.mark_deleted(db, cluster_id)
                 db.execute("UPDATE clusters SET status = 'DELETED', updated_at = ? WHERE id = ?",
                            [time.time(), cluster_id])
             else:
@@ -233,7 +236,8 @@ class Engine:
         self.event(op, f"{op['kind']} succeeded")
 
     def _rollback(self, op, control, reason):
-        """Delete everything the create made: every node with a resource, then leftovers."""
+        """Delete everything the create made: every node and managed resource, then leftovers
+        (the cluster's security group last: a database's group may name it)."""
         self.set_operation(op["id"], "ROLLING_BACK", reason)
         self.event(op, "rolling back: deleting every node this operation created")
         cluster_id = op["cluster_id"]
@@ -251,7 +255,11 @@ class Engine:
                     "SELECT id FROM nodes WHERE cluster_id = ? ORDER BY created_at DESC, id DESC",
                     [cluster_id])]
                 deletes = []
-                for node_id in nodes:
+                # Managed resources first: each DELETE waits until its database is gone.
+                resources = [resource_node(r[0]) for r in db.execute(
+                    "SELECT name FROM cluster_resources WHERE cluster_id = ? AND status !="
+                    " 'DELETED' ORDER BY name", [cluster_id])]
+                for node_id in resources + nodes:
                     seq += 1
                     task_id = f"{op['id']}/rollback:{node_id}:delete"
                     deletes.append(task_id)
@@ -270,6 +278,7 @@ class Engine:
             with self.store.write() as db:
                 db.execute("UPDATE nodes SET status = 'DELETED' WHERE cluster_id = ?",
                            [cluster_id])
+                managed_records.mark_deleted(db, cluster_id)
             self.set_operation(op["id"], "CANCELLED" if control.cancelled else "FAILED",
                                finished=True)
             self.set_cluster(cluster_id, "FAILED")

@@ -12,6 +12,8 @@ Grammar (Coopr's), inside ``%...%``::
                   (each optionally indexed, 0-based: host.service.X[0])
                 | num.service.X | instance.self.service.X
                 | cluster.id | cluster.name | cluster.owner
+                | resource.R.endpoint | resource.R.port | resource.R.user
+                | resource.R.password | resource.R.database
 
 ``ip`` alone is the bind address. A service's nodes are taken in natural order of node id (n2
 before n10); several values without ``join`` are joined by ",".
@@ -23,17 +25,20 @@ import re
 from cluster_server.errors import ValidationError
 
 # What may start a macro. Text between two '%' that starts otherwise ("100% of 5%") is not one.
-_HEADS = ("join(", "map(", "host.", "ip.", "num.", "instance.", "cluster.")
+_HEADS = ("join(", "map(", "host.", "ip.", "num.", "instance.", "cluster.", "resource.")
 _BASIC = re.compile(r"([A-Za-z0-9_.-]+)(?:\[(\d+)\])?")
 _IP_TYPES = ("bind_v4", "access_v4")
 _CLUSTER_FIELDS = ("id", "name", "owner")
+RESOURCE_FIELDS = ("endpoint", "port", "user", "password", "database")
 
 
 def expand(value, ctx, missing=None):
     """Return ``value`` (a str, or dicts/lists/tuples of them) with every macro expanded.
 
     ``ctx`` is {"cluster": {"id", "name", "owner"}, "self": node id, "nodes": [{"id", "hostname",
-    "services", "addresses": {"bind_v4", "access_v4"}}]}. A macro naming a service that has no
+    "services", "addresses": {"bind_v4", "access_v4"}}], "resources": {name: {"endpoint", "port",
+    "user", "password", "database"}}}. A resource the cluster does not have (or not yet) expands
+    to "" and its name goes to ``missing``, as a service does. A macro naming a service that has no
     node on the cluster expands to "" (catalogs name optional services), and the service's name is
     appended to ``missing`` when a list is given, so the caller can log it; so do an index past
     the service's last node and ``instance.self.service.X`` on a node without X. Text that is not a
@@ -92,7 +97,7 @@ class _Macro:
 
     kind: str                   # self | service | num | instance | cluster
     field: str | None = None    # hostname | bind_v4 | access_v4 | a cluster field
-    service: str | None = None
+    service: str | None = None  # a service, or for a resource macro the resource's name
     index: int | None = None
     fmt: str | None = None
     sep: str = ","
@@ -186,6 +191,8 @@ class _Parser:
             macro = _Macro("instance", service=".".join(rest[2:]))
         elif head == "cluster" and len(rest) == 1 and rest[0] in _CLUSTER_FIELDS:
             macro = _Macro("cluster", rest[0])
+        elif head == "resource" and len(rest) == 2 and rest[1] in RESOURCE_FIELDS:
+            macro = _Macro("resource", rest[1], rest[0])
         if macro is None:
             self.fail(f"unknown macro '{name}'")
         if index is not None:
@@ -198,6 +205,7 @@ class _Context:
 
     def __init__(self, ctx):
         self.cluster = ctx.get("cluster") or {}
+        self.resources = ctx.get("resources") or {}
         self.self_id = ctx.get("self")
         self.nodes = sorted(ctx.get("nodes") or (), key=lambda node: natural_key(node["id"]))
 
@@ -231,6 +239,9 @@ class _Context:
         """The list of values a macro stands for, or None when its service has no node."""
         if macro.kind == "cluster":
             return [str(self.cluster.get(macro.field, ""))]
+        if macro.kind == "resource":
+            value = (self.resources.get(macro.service) or {}).get(macro.field)
+            return None if value in (None, "") else [str(value)]
         if macro.kind == "self":
             return [self.field(self.self_node(), macro.field)]
         nodes = self.nodes_with(macro.service)

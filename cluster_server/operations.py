@@ -14,6 +14,8 @@ from cluster_server import catalog, config, planner, plugins
 from cluster_server.contract.schema import (BOOL, NAME, Anything, ListOf, MapOf, Matching, Obj,
                                             Range, Tagged)
 from cluster_server.errors import Conflict, NotFound, Unprocessable
+from cluster_server.managed import records as managed_records
+from cluster_server.managed import tasks as managed_tasks
 from cluster_server.solver import solve_layout
 from cluster_server.solver.problem import MAX_SIZE as solver_max_size
 
@@ -103,11 +105,14 @@ def solve_request(store, tenant, data, current=None, template=None):
     return template, view, layout
 
 
-def check_plugins(view, provider_name, services):
+def check_plugins(view, provider_name, services, resources=None):
     """Every plugin the cluster needs is installed: one clear error naming all that is missing
-    (the provider type and each automator type with the services that need it), so the user
-    installs everything in one go instead of meeting the missing plugins one at a time."""
+    (the provider type, each automator type with the services that need it, each database
+    type), so the user installs everything in one go instead of meeting the missing plugins one
+    at a time."""
     wanted = [(plugins.PROVIDER_NAMESPACE, view.providers[provider_name]["providertype"], None)]
+    for name, entry in sorted((resources or {}).items()):
+        wanted.append((plugins.DATABASE_NAMESPACE, entry["type"], f"resource {name}"))
     for service in sorted(services):
         actions = view.services[service].get("provisioner", {}).get("actions", {})
         for action, spec in sorted(actions.items()):
@@ -138,6 +143,7 @@ def check_plugins(view, provider_name, services):
         for action, spec in sorted(actions.items()):
             plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, spec["type"]).check_fields(
                 service, action, spec.get("fields", {}))
+    managed_tasks.check_entries(resources or {}, entry)
 
 
 def snapshot(template, view, layout, config, owner):
@@ -154,6 +160,7 @@ def snapshot(template, view, layout, config, owner):
         "config": catalog.merge(template.get("defaults", {}).get("config", {}), config or {}),
         "owner": owner,
         "size": len(layout.nodes),
+        "resources": template.get("resources", {}),
     }
 
 
@@ -238,12 +245,13 @@ def create(store, tenant, data):
     keep = data.get("keep_on_failure", False)
     template, view, layout = solve_request(store, tenant, data)
     nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
-    tasks = planner.plan_change([], nodes, view.services)
+    resources = template.get("resources", {})
+    tasks = planner.plan_change([], nodes, view.services, new_resources=sorted(resources))
     if data.get("dry_run"):
         # A plan shows the layout even before the plugins are installed (e.g. a Coopr catalog
         # just imported); running it needs them.
         return {"layout": layout, "tasks": tasks}
-    check_plugins(view, layout.provider, layout.services)
+    check_plugins(view, layout.provider, layout.services, resources)
     spec = snapshot(template, view, layout, config, data.get("owner") or tenant)
     cluster_id = _new_id("c")
     now = time.time()
@@ -263,6 +271,7 @@ def create(store, tenant, data):
                    [cluster_id, tenant, name, template["name"], layout.provider, store.seal(spec),
                     now, now])
         _insert_nodes(db, cluster_id, name, nodes, now)
+        managed_records.insert(db, store, cluster_id, resources, now)
         op_id = _insert_operation(db, cluster_id, "create", {"keep_on_failure": keep}, tasks)
     return {"cluster_id": cluster_id, "operation": op_id, "layout": layout, "tasks": tasks}
 
@@ -349,7 +358,8 @@ def delete(store, tenant, name, data):
         _ensure_idle(store, cluster)
     current = node_rows(store, cluster["id"])
     old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
-    tasks = planner.plan_change(old, [], cluster["spec"]["services"])
+    resources = [r["name"] for r in managed_records.rows(store, cluster["id"])]
+    tasks = planner.plan_change(old, [], cluster["spec"]["services"], old_resources=resources)
     deletes = tuple(t.id for t in tasks if t.action == planner.DELETE)
     # Last, whatever the provider still holds for the cluster (found by label) and the
     # cluster's own resources (networks, security groups).

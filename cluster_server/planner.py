@@ -25,6 +25,11 @@ Ordering rules (Coopr's, plus what resizing needs):
   dependent, the plan has a cycle only if the services' dependencies do.
 * An action a service does not define is not run, but the ordering it carried is kept: its
   predecessors are joined directly to its successors.
+* A managed resource (a template's ``resources``: a cloud database) runs CREATE -> CONFIRM on a
+  pseudo-node ``resource.NAME``, beside the nodes; its CONFIRM counts with the new nodes'
+  CONFIRMs, so every service waits for it (any service may read ``%resource.NAME.endpoint%``)
+  while machines are made and bootstrapped at the same time. A removed resource runs DELETE
+  after every service REMOVE of the operation.
 
 "every X after every Y" across n and m nodes would need n*m edges; instead a JOIN task (no node,
 nothing to run) waits for the Ys and the Xs wait for it: n+m edges. A JOIN is only kept where it
@@ -82,8 +87,16 @@ def natural_key(text):
     return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text)))
 
 
-def plan_change(old_nodes, new_nodes, services_catalog):
-    """Plan the change of a cluster from ``old_nodes`` to ``new_nodes`` (nodes matched by id).
+RESOURCE_PREFIX = "resource."  # the pseudo-node of a managed resource: resource.db
+
+
+def resource_node(name):
+    return RESOURCE_PREFIX + name
+
+
+def plan_change(old_nodes, new_nodes, services_catalog, old_resources=(), new_resources=()):
+    """Plan the change of a cluster from ``old_nodes`` to ``new_nodes`` (nodes matched by id),
+    and from ``old_resources`` to ``new_resources`` (managed resources, by name).
 
     Covers create (old empty), delete (new empty), resize and adding or removing services.
     A kept node keeps its machine: hardwaretype and imagetype are not compared.
@@ -92,9 +105,13 @@ def plan_change(old_nodes, new_nodes, services_catalog):
     new = _layout(new_nodes)
     catalog = _Catalog(services_catalog, _services_of(old) | _services_of(new))
     catalog.check_requires(_services_of(new))
-    if old == new:
+    added = sorted(set(new_resources) - set(old_resources))
+    removed = sorted(set(old_resources) - set(new_resources))
+    if old == new and not added and not removed:
         return []
     graph = _Graph(catalog)
+    for name in added:
+        graph.new_resource(name)
     for node_id in sorted(new.keys() - old.keys(), key=natural_key):
         graph.new_node(node_id, new[node_id])
     for node_id in sorted(new.keys() & old.keys(), key=natural_key):
@@ -108,6 +125,9 @@ def plan_change(old_nodes, new_nodes, services_catalog):
                 graph.remove_service(node_id, service)
     for node_id in sorted(old.keys() - new.keys(), key=natural_key):
         graph.remove_node(node_id, old[node_id])
+    removes = [v for v, info in graph.info.items() if info[1] == REMOVE]
+    for name in removed:
+        graph.task(resource_node(name), DELETE, after=removes)
     return graph.finish()
 
 
@@ -284,6 +304,11 @@ class _Graph:
         bootstrap = self.task(node_id, BOOTSTRAP, after=confirm)
         for service in services:
             self.add_service(node_id, service, after=bootstrap)
+
+    def new_resource(self, name):
+        node_id = resource_node(name)
+        self._member("confirmed", None, self.task(node_id, CONFIRM,
+                                                 after=self.task(node_id, CREATE)))
 
     def add_service(self, node_id, service, after=()):
         install = self.task(node_id, INSTALL, service, after)

@@ -123,6 +123,21 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, kind, name)
     );
     """,
+    # N (issue 18): managed cloud databases a cluster's template asks for (cluster_server/
+    # managed). ``facts`` is what the cloud said (no secret); ``secret`` the generated password,
+    # always sealed with the store's key.
+    """
+    CREATE TABLE cluster_resources (
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        facts TEXT NOT NULL DEFAULT '{}',
+        secret TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (cluster_id, name)
+    );
+    """,
 ]
 
 
@@ -210,7 +225,8 @@ class Store:
     def _open_vault(self):
         sealed = self.db.execute(
             "SELECT EXISTS (SELECT 1 FROM catalog WHERE substr(body, 1, ?) = ?)"
-            " OR EXISTS (SELECT 1 FROM clusters WHERE substr(spec, 1, ?) = ?)",
+            " OR EXISTS (SELECT 1 FROM clusters WHERE substr(spec, 1, ?) = ?)"
+            " OR EXISTS (SELECT 1 FROM cluster_resources)",
             [len(vault.PREFIX), vault.PREFIX] * 2).fetchone()[0]
         try:
             # A new key only for a store with nothing sealed: with sealed rows, a missing key

@@ -2,9 +2,12 @@
 and injects faults.
 
 ``moto_server()`` runs ``ThreadedMotoServer`` on 127.0.0.1 and a free port: real HTTP, spoken to
-by real boto3 clients. ``EC2Proxy`` forwards every request to it unchanged, except where a test
-asks otherwise: fail the Nth call of an action, hold its response back (a slow cloud, or a
-window to kill the Shoal server in), or keep new instances "pending" for some polls.
+by real boto3 clients. ``EC2Proxy`` forwards every request to it unchanged (EC2 and RDS: moto
+serves every service at one address), except where a test asks otherwise: fail the Nth call of
+an action, hold its response back (a slow cloud, or a window to kill the Shoal server in), keep
+new instances "pending" for some polls, or, for RDS (whose moto databases are available at
+once and gone as soon as deleted), show a database "creating" for some polls, "failed", or
+still "deleting" for some polls after its delete.
 """
 
 import collections
@@ -62,6 +65,22 @@ def leftovers(url, cluster_id=None, region=REGION):
     return {"instances": instances, "security_groups": groups, "key_pairs": keys}
 
 
+def rds_client(url, region=REGION):
+    return boto3.client("rds", region_name=region, endpoint_url=url, **CREDENTIALS)
+
+
+def databases(url, cluster_id=None, region=REGION):
+    """Identifiers of the RDS DB instances Shoal made (for ``cluster_id``, or any)."""
+    prefix = f"shoal-{cluster_id}-" if cluster_id else "shoal-"
+    return sorted(d["DBInstanceIdentifier"] for d in rds_client(url, region).describe_db_instances()[
+        "DBInstances"] if d["DBInstanceIdentifier"].startswith(prefix))
+
+
+_DB_BLOCK = re.compile(r"<DBInstance>.*?</DBInstance>", re.S)
+_DB_ID = re.compile(r"<DBInstanceIdentifier>([^<]+)</DBInstanceIdentifier>")
+_DB_STATUS = re.compile(r"<DBInstanceStatus>[^<]*</DBInstanceStatus>")
+
+
 def error_xml(code, message):
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}'
             f"</Code><Message>{message}</Message></Error></Errors>"
@@ -82,6 +101,12 @@ class EC2Proxy(LoopbackHTTP):
         self.seen = collections.Counter()  # instance id -> DescribeInstances it appeared in
         self.hooks = collections.defaultdict(list)  # action -> fn(params, response body)
         self.log = []  # (action, params) of every call, in order
+        self.db_pending_polls = 0  # new databases look "creating" in this many describes
+        self.db_failing = set()  # identifiers ("*": all) that show "failed", not "available"
+        self.db_delete_polls = 0  # a deleted database still shows "deleting" this many times
+        self.db_seen = collections.Counter()  # identifier -> DescribeDBInstances it was in
+        self.db_blocks = {}  # identifier -> its last <DBInstance> block
+        self.db_lingering = {}  # identifier -> [deleting block, describes left]
         super().__init__("ec2-proxy")
 
     # -- what tests set --------------------------------------------------------------------------
@@ -121,10 +146,54 @@ class EC2Proxy(LoopbackHTTP):
             conn.close()
         if action == "DescribeInstances" and status == 200:
             reply = self._hold_pending(reply)
+        if action == "DescribeDBInstances" and status == 200:
+            reply = self._db_states(params, reply)
+        if action == "DeleteDBInstance" and status == 200 and self.db_delete_polls:
+            identifier = params.get("DBInstanceIdentifier")
+            with self.lock:
+                block = self.db_blocks.get(identifier)
+                if block:
+                    self.db_lingering[identifier] = [
+                        _DB_STATUS.sub("<DBInstanceStatus>deleting</DBInstanceStatus>", block),
+                        self.db_delete_polls]
         for hook in self.hooks.get(action, []):
             hook(params, reply)
         time.sleep(self.delays.get(action, 0))
         return status, reply_headers, reply
+
+    def _db_states(self, params, reply):
+        wanted = {v for k, v in params.items() if re.fullmatch(
+            r"Filters\.Filter\.\d+\.Values\.Value\.\d+", k)}
+
+        def rewrite(match):
+            block = match.group(0)
+            identifier = _DB_ID.search(block).group(1)
+            with self.lock:
+                self.db_blocks[identifier] = block
+                self.db_seen[identifier] += 1
+                if identifier in self.db_failing or "*" in self.db_failing:
+                    status = "failed"
+                elif self.db_seen[identifier] <= self.db_pending_polls:
+                    status = "creating"
+                else:
+                    return block
+            return _DB_STATUS.sub(f"<DBInstanceStatus>{status}</DBInstanceStatus>", block)
+
+        text = _DB_BLOCK.sub(rewrite, reply.decode())
+        extra = []
+        with self.lock:
+            for identifier, lingering in list(self.db_lingering.items()):
+                if wanted and identifier not in wanted:
+                    continue
+                extra.append(lingering[0])
+                lingering[1] -= 1
+                if lingering[1] <= 0:
+                    del self.db_lingering[identifier]
+        if extra:
+            if "<DBInstances/>" in text:
+                text = text.replace("<DBInstances/>", "<DBInstances></DBInstances>")
+            text = text.replace("</DBInstances>", "".join(extra) + "</DBInstances>")
+        return text.encode()
 
     def _hold_pending(self, reply):
         def rewrite(match):

@@ -203,12 +203,16 @@ class ShowCluster(ShoalShowOne):
         nodes = "\n".join(f"{n['id']} {n['hostname']} {n['address'] or '-'} {n['status']}: "
                           f"{', '.join(n['services']) or '-'}" for n in cluster["nodes"])
         links = "\n".join(f"{link['label']}: {link['url']}" for link in cluster["links"])
+        resources = "\n".join(
+            f"{r['name']} {r['type']} {r['status']}: "
+            f"{r['endpoint'] + ':' + str(r['port']) if r['endpoint'] else '-'}"
+            for r in cluster.get("resources", []))
         op = cluster["operation"] or {}
         return self.show_dict({
             "name": cluster["name"], "status": cluster["status"],
             "template": cluster["template"], "provider": cluster["provider"],
             "size": cluster["size"], "services": ", ".join(cluster["services"]),
-            "nodes": nodes, "links": links,
+            "nodes": nodes, "resources": resources, "links": links,
             "operation": f"{op.get('kind', '')} {op.get('status', '')} {op.get('id', '')}".strip(),
             "error": op.get("error") or "",
         }, parsed_args)

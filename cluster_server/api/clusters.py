@@ -12,6 +12,7 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
+from cluster_server.managed import records as managed_records
 
 bp = Blueprint("clusters", __name__)
 
@@ -110,6 +111,7 @@ def cluster_view(store, cluster):
             "template": cluster["template"], "provider": cluster["provider"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
             "nodes": view, "links": links,
+            "resources": managed_records.public(store, cluster["id"]),
             "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
                           if op else None)}
 

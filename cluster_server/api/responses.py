@@ -35,9 +35,12 @@ CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
                    "created_at": NUMBER, "nodes": INT})
 NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
             "imagetype": STR, "address": STR, "ports": Anything()})
+MANAGED = Obj({"name": STR, "type": STR, "status": STR, "resource_id": STR, "endpoint": STR,
+               "port": Scalar(int, type(None), label="a port or null"), "user": STR,
+               "database": STR}).described("a managed resource (database); never its password")
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
-    "services": NAMES, "size": INT, "nodes": ListOf(NODE),
+    "services": NAMES, "size": INT, "nodes": ListOf(NODE), "resources": ListOf(MANAGED),
     "links": ListOf(Obj({"label": STR, "url": STR})),
     "operation": Either(Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR}),
                         Scalar(type(None), label="null"), label="the last operation or null"),

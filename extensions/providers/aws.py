@@ -98,7 +98,20 @@ class AWSProvider(Provider):
                 self._client = self._make_client()
             return self._client
 
-    def _make_client(self):
+    def client(self, service, endpoint=None):
+        """A client of another AWS service with this provider's credentials and region (the
+        aws-rds database plugin's RDS client)."""
+        return self._make_client(service, endpoint)
+
+    def cluster_security_group(self, cluster_id):
+        """The id of the cluster's own security group (made if it is not there yet): what a
+        managed database of the cluster admits connections from."""
+        return self._cluster(cluster_id)["group_id"]
+
+    def vpc_id(self):
+        return self._vpc_id()
+
+    def _make_client(self, service="ec2", endpoint=None):
         from botocore.config import Config
 
         setup = clouds.recorded(self.home, "aws")
@@ -112,18 +125,23 @@ class AWSProvider(Provider):
             raise PluginError(f"provider '{self.name}': no AWS region: set aws_region or run "
                               "'shoal setup aws --region R'",
                               {"entity": "provider", "name": self.name, "field": "aws_region"})
-        endpoint = self.config.get("endpoint_url") or setup.get("endpoint_url") or None
+        endpoint = endpoint or self.config.get("endpoint_url") or setup.get("endpoint_url") or None
         config = Config(retries={"mode": "standard", "max_attempts": 4},
                         max_pool_connections=16, connect_timeout=10, read_timeout=60)
-        return session.client("ec2", endpoint_url=endpoint, config=config)
+        return session.client(service, endpoint_url=endpoint, config=config)
 
     def _call(self, operation, **params):
         """One EC2 call; its errors become ProviderError (PluginError when credentials lack)."""
+        return self.call(self.ec2, operation, **params)
+
+    def call(self, client, operation, **params):
+        """One call of ``client`` (EC2, or the RDS client of ``client()``), errors translated.
+        A ProviderError carries the API's code and message, never the call's parameters."""
         import botocore.exceptions
 
         self.calls[operation] += 1
         try:
-            return getattr(self.ec2, operation)(**params)
+            return getattr(client, operation)(**params)
         except botocore.exceptions.NoCredentialsError:
             raise PluginError(f"provider '{self.name}': no AWS credentials: run 'shoal setup "
                               "aws' or set api_user and api_password",

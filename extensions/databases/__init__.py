@@ -1,0 +1,1 @@
+"""Managed database plugins (the ``shoal.databases`` namespace)."""
