@@ -52,6 +52,8 @@ class GCPProvider(Provider):
         "credentials_file": Field(help="service-account key file (default: the one 'shoal setup "
                                        "gcp' recorded, else application default credentials)"),
         "api_endpoint": Field(help="Compute API endpoint (tests: a fake on loopback)"),
+        "sqladmin_endpoint": Field(help="Cloud SQL Admin API endpoint, for gcp-cloudsql "
+                                        "databases (tests: a fake on loopback)"),
         "network": Field(default="global/networks/default", help="VPC network"),
         "subnetwork": Field(help="subnetwork (regions/R/subnetworks/S)"),
         "boot_disk_size_gb": Field(help="boot disk size in GB (default: the image's)"),
