@@ -154,6 +154,9 @@ class ResourceTasks:
         else:
             found = [i for i in plugin.find(cluster["id"]) if i.extra.get("name") == item["name"]]
             if not found:
+                # Its network rule may have been made before the create call failed.
+                plugin.release(DatabaseInfo(resource_id="", extra={
+                    "cluster_id": cluster["id"], "name": item["name"]}))
                 records.save(self.store, cluster["id"], item["name"], "DELETED")
                 return TaskOutcome(True, f"nothing to delete: {item['name']} was never made")
             info = found[0]

@@ -53,6 +53,8 @@ class RDSDatabase(Database):
                           pattern_help="a letter, then letters, digits or '_'"),
         "port": Field(help="port (default: the engine's)", pattern=re.compile(r"[0-9]{2,5}"),
                       pattern_help="a port number"),
+        "subnet_group": Field(help="DB subnet group (needed when the provider's subnet_id is "
+                                   "not in the default VPC; default: the default VPC's)"),
     }
 
     def __init__(self, name, provider, home):
@@ -176,6 +178,8 @@ class RDSDatabase(Database):
             "Tags": [{"Key": k, "Value": v} for k, v in (
                 (TAG_CLUSTER, spec.cluster_id), (TAG_RESOURCE, spec.name),
                 (TAG_TOKEN, spec.token), (TAG_PROVIDER, self.aws.name))]}
+        if spec.fields.get("subnet_group"):
+            params["DBSubnetGroupName"] = str(spec.fields["subnet_group"])
         if spec.fields.get("engine_version"):
             params["EngineVersion"] = str(spec.fields["engine_version"])
         try:

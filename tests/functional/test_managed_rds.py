@@ -172,6 +172,25 @@ def test_a_database_that_fails_rolls_the_whole_create_back(tmp_path, proxy, sshd
     assert proxy.calls["DeleteDBInstance"] == 1
 
 
+def test_a_refused_database_create_leaves_no_security_group(tmp_path, proxy, sshd, servers,
+                                                            moto):
+    shoal = start_with_db(tmp_path, proxy, sshd, servers)
+    proxy.fail("CreateDBInstance", 1, code="StorageQuotaExceeded",
+               message="The request would exceed the storage quota.")
+    result = shoal.run("cluster", "create", "quota", "--template", "webdb", "--size", "1",
+                       "--wait", check=False)
+    assert result.returncode != 0
+    cluster = shoal.json("cluster", "show", "quota")
+    assert cluster["status"] == "FAILED" and "StorageQuotaExceeded" in cluster["operation"][
+        "error"]
+    # The database's own group was made before the refused call: removed by the rollback's
+    # DELETE of the database (the one with the database's name), not left to chance.
+    deletes = {params.get("GroupId") for action, params in proxy.log
+               if action == "DeleteSecurityGroup"}
+    assert len(deletes) == 2  # the database's group and the cluster's
+    assert everything(moto, cluster["id"]) == {**NOTHING, "databases": []}
+
+
 def test_the_server_killed_mid_create_makes_one_database(tmp_path, proxy, sshd, servers, moto):
     shoal = start_with_db(tmp_path, proxy, sshd, servers, retries=1)
     proxy.delays["CreateDBInstance"] = 1.5  # made in the emulator, the answer held back
