@@ -39,6 +39,11 @@ MASK = "********"
 
 NAMES = ListOf(STR)
 COUNT = Range(0)
+# A resource's name is part of its macros (%resource.db.endpoint%) and of the cloud's name for
+# it (RDS identifiers and Cloud SQL instance names: lower-case letters, digits and '-').
+RESOURCE_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
+RESOURCE_NAME_RULE = ("a resource name of lower-case letters, digits and '-', starting with a "
+                      "letter (at most 20)")
 REF = Either(STR, Obj({"name": STR}, required=("name",)), label="a name or {\"name\": ...}")
 LINK = Obj({"label": STR, "url": STR}, required=("url",))
 COMMON = {"name": Matching(NAME_RE, f"a name of {NAME_RULE}"), "description": STR,
@@ -72,14 +77,11 @@ TEMPLATE_FIELDS = {
     }),
     "links": ListOf(LINK),
     # Managed cloud databases made with the cluster (cluster_server/managed): name -> entry.
-    "resources": MapOf(Obj({"type": STR}, required=("type",), open_keys=True)),
+    "resources": MapOf(Obj({"type": Scalar(str, label="a database type (e.g. aws-rds)",
+                                           non_empty=True)},
+                           required=("type",), rest=SCALAR),
+                       keys=Matching(RESOURCE_NAME_RE, RESOURCE_NAME_RULE)),
 }
-
-# A resource's name is part of its macros (%resource.db.endpoint%) and of the cloud's name for
-# it (RDS identifiers and Cloud SQL instance names: lower-case letters, digits and '-').
-RESOURCE_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
-RESOURCE_NAME_RULE = ("a resource name of lower-case letters, digits and '-', starting with a "
-                      "letter (at most 20)")
 
 SCHEMAS = {
     "provider": Obj(
@@ -141,29 +143,8 @@ def validate(kind, body):
     _check_macros(kind, name, label, body)
     if kind in ("template", "partial"):
         _check_bounds(label, kind, name, body)
-        _check_resources(label, kind, name, body)
     return body
 
-
-def _check_resources(label, kind, name, body):
-    """Resource names fit their macros and cloud names; their fields are plain values (the
-    database plugin checks their meaning when a cluster is created)."""
-    for resource, entry in (body.get("resources") or {}).items():
-        field = f"resources.{resource}"
-        reason = None
-        if not RESOURCE_NAME_RE.fullmatch(resource):
-            reason = f"must be {RESOURCE_NAME_RULE}"
-        elif not entry["type"]:
-            field, reason = f"{field}.type", "must name a database type (e.g. aws-rds)"
-        else:
-            for key, value in entry.items():
-                if not isinstance(value, (str, int, float, bool)) or value is None:
-                    field, reason = f"{field}.{key}", "must be a string, number or boolean"
-                    break
-        if reason:
-            raise ValidationError(f"{label}: {field} {reason}",
-                                  {"entity": kind, "name": name, "field": field,
-                                   "reason": reason})
 
 
 def _check_macros(kind, name, label, body):

@@ -197,28 +197,38 @@ class ListOf(Schema):
 
 
 class MapOf(Schema):
-    """An object whose keys are names chosen by the user (providers, services, fields)."""
+    """An object whose keys are names chosen by the user (providers, services, fields);
+    ``keys`` (a Matching) constrains the names when they end up in other names or macros."""
 
-    def __init__(self, value):
+    def __init__(self, value, keys=None):
         self.value = value
+        self.keys = keys
 
     def check(self, value, path):
         if not isinstance(value, dict):
             raise Bad(path, f"must be an object, not {json_type(value)}")
         for key, item in value.items():
-            self.value.check(item, f"{path}.{key}" if path else key)
+            where = f"{path}.{key}" if path else key
+            if self.keys is not None:
+                self.keys.check(key, where)
+            self.value.check(item, where)
 
     def json_schema(self):
-        return {"type": "object", "additionalProperties": self.value.published()}
+        out = {"type": "object", "additionalProperties": self.value.published()}
+        if self.keys is not None:
+            out["propertyNames"] = self.keys.published()
+        return out
 
 
 class Obj(Schema):
-    """An object with known keys; unknown keys are rejected. ``required`` lists mandatory keys."""
+    """An object with known keys; unknown keys are rejected. ``required`` lists mandatory keys.
+    ``open_keys`` lets other keys through unchecked; ``rest`` checks their values instead."""
 
-    def __init__(self, fields, required=(), open_keys=False):
+    def __init__(self, fields, required=(), open_keys=False, rest=None):
         self.fields = fields
         self.required = required
-        self.open_keys = open_keys
+        self.open_keys = open_keys or rest is not None
+        self.rest = rest
 
     def check(self, value, path):
         if not isinstance(value, dict):
@@ -227,7 +237,7 @@ class Obj(Schema):
             if key not in value:
                 raise Bad(join(path, key), "is required")
         for key, item in value.items():
-            schema = self.fields.get(key)
+            schema = self.fields.get(key, self.rest)
             if schema is None:
                 if self.open_keys:
                     continue
@@ -240,7 +250,9 @@ class Obj(Schema):
                "properties": {key: schema.published() for key, schema in self.fields.items()}}
         if self.required:
             out["required"] = list(self.required)
-        if not self.open_keys:
+        if self.rest is not None:
+            out["additionalProperties"] = self.rest.published()
+        elif not self.open_keys:
             out["additionalProperties"] = False
         return out
 
