@@ -197,7 +197,8 @@ def check_catalog():
 
 def _missing_plugins(everything):
     have = {namespace: set(plugins.installed(namespace))
-            for namespace in (plugins.PROVIDER_NAMESPACE, plugins.AUTOMATOR_NAMESPACE)}
+            for namespace in (plugins.PROVIDER_NAMESPACE, plugins.AUTOMATOR_NAMESPACE,
+                              plugins.DATABASE_NAMESPACE)}
     warnings = []
     for name, body in sorted(everything.get("provider", {}).items()):
         if body["providertype"] not in have[plugins.PROVIDER_NAMESPACE]:
@@ -216,4 +217,13 @@ def _missing_plugins(everything):
                 "entity": "service", "name": name, "fields": fields,
                 "missing": "automator plugin", "ref": kind,
                 "message": f"service '{name}': automator plugin '{kind}' is not installed"})
+    for kind in ("template", "partial"):
+        for name, body in sorted(everything.get(kind, {}).items()):
+            for resource, entry in sorted((body.get("resources") or {}).items()):
+                if entry["type"] not in have[plugins.DATABASE_NAMESPACE]:
+                    warnings.append({
+                        "entity": kind, "name": name, "fields": [f"resources.{resource}.type"],
+                        "missing": "database plugin", "ref": entry["type"],
+                        "message": f"{kind} '{name}': database plugin '{entry['type']}' is not "
+                                   "installed"})
     return warnings

@@ -130,3 +130,19 @@ def test_coopr_catalog_plans_but_cannot_run_without_its_plugins(shoal, coopr_cat
     assert re.search(r"chef-solo is not installed \(installed: [^)]*\), needed by [^;]*"
                      r"hadoop-hdfs-namenode", failed.stderr), failed.stderr
     assert shoal.json("cluster", "list") == []
+
+
+def test_unknown_database_type_is_named_by_catalog_check_and_refused(shoal, tmp_path):
+    shoal.run("catalog", "import", catalog.write(tmp_path / "cat"))
+    template = tmp_path / "with-db.json"
+    template.write_text(json.dumps({"name": "with-db", "extends": "fake-stack",
+                                    "resources": {"db": {"type": "nimbus-sql"}}}))
+    shoal.run("template", "create", template)
+    rows = shoal.json("catalog", "check")
+    assert any(r["Name"] == "with-db" and "nimbus-sql" in r.values() and
+               "resources.db.type" in r.values() for r in rows), rows
+    failed = shoal.fails("cluster", "create", "c1", "--template", "with-db", "--size", "2")
+    assert "database type nimbus-sql is not installed" in failed.stderr
+    assert "needed by resource db" in failed.stderr
+    assert {"aws-rds", "gcp-cloudsql"} <= set(_installed(failed.stderr, "database type"))
+    assert shoal.json("cluster", "list") == []
