@@ -45,6 +45,10 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cluster_server.managed.records import LogMask
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogMask())  # a database's password never reaches the log
     import waitress.server
     import waitress.utilities
 

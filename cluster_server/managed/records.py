@@ -8,8 +8,10 @@ output, events) goes through ``mask``.
 """
 
 import json
+import logging
 import secrets
 import string
+import threading
 
 from cluster_server.catalog import MASK
 
@@ -17,10 +19,39 @@ from cluster_server.catalog import MASK
 # every engine and never need quoting in a connection string.
 _ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
+# Every password this process has made or unsealed: what the log filter masks.
+_KNOWN = set()
+_known_lock = threading.Lock()
+
+
+def _known(value):
+    with _known_lock:
+        _KNOWN.add(value)
+    return value
 
 
 def new_password():
-    return "".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH))
+    return _known("".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH)))
+
+
+class LogMask(logging.Filter):
+    """A handler filter that masks every password this process knows in a log record, its
+    message and its traceback alike: a plugin or library may quote what it was given."""
+
+    def filter(self, record):
+        with _known_lock:
+            hidden = list(_KNOWN)
+        if not hidden:
+            return True
+        message = record.getMessage()
+        masked = mask(message, hidden)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text, hidden)
+        return True
 
 
 def insert(db, store, cluster_id, resources, now):
@@ -50,12 +81,12 @@ def row(store, cluster_id, name):
 def password(store, cluster_id, name):
     sealed = store.db.execute("SELECT secret FROM cluster_resources WHERE cluster_id = ? AND"
                               " name = ?", [cluster_id, name]).fetchone()[0]
-    return store.unseal(sealed)["password"]
+    return _known(store.unseal(sealed)["password"])
 
 
 def passwords(store, cluster_id):
     """Every password of the cluster's resources, to mask them wherever output is kept."""
-    return [store.unseal(r[0])["password"] for r in store.db.execute(
+    return [_known(store.unseal(r[0])["password"]) for r in store.db.execute(
         "SELECT secret FROM cluster_resources WHERE cluster_id = ?", [cluster_id])]
 
 

@@ -1,7 +1,9 @@
 """Managed resources: the template section, the plan, the macros, the sealed password, and the
 drift check (against moto's RDS, in this process)."""
 
+import io
 import json
+import logging
 import time
 
 import pytest
@@ -80,6 +82,24 @@ def test_the_password_is_sealed_and_masked(tmp_path):
     assert records.macro_context(store, "c1")["db"]["password"] == password
     assert password not in json.dumps(records.public(store, "c1"))
     assert records.mask(f"pw={password}!", [password]) == "pw=********!"
+
+
+def test_the_log_masks_every_password_the_process_knows(caplog):
+    password = records.new_password()
+    logger = logging.getLogger("shoal.test")
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(records.LogMask())
+    logger.addHandler(handler)
+    try:
+        logger.warning("connecting with %s", password)
+        try:
+            raise RuntimeError(f"refused: {password}")
+        except RuntimeError:
+            logger.exception("it failed")
+    finally:
+        logger.removeHandler(handler)
+    text = handler.stream.getvalue()
+    assert password not in text and text.count("********") == 2 and "RuntimeError" in text
 
 
 def test_drift_reports_a_database_deleted_out_of_band(tmp_path):
