@@ -138,6 +138,7 @@ class AWSProvider(Provider):
         """One call of ``client`` (EC2, or the RDS client of ``client()``), errors translated.
         A ProviderError carries the API's code and message, never the call's parameters."""
         import botocore.exceptions
+        import botocore.parsers
 
         self.calls[operation] += 1
         try:
@@ -151,7 +152,9 @@ class AWSProvider(Provider):
             raise ProviderError(f"aws {operation}: {error.get('Code')}: {error.get('Message')}",
                                 {"provider": self.name, "operation": operation,
                                  "code": error.get("Code")}) from None
-        except botocore.exceptions.BotoCoreError as exc:
+        except (botocore.exceptions.BotoCoreError, botocore.parsers.ResponseParserError) as exc:
+            # A parser error is an answer that is not the API's (a 500 page from a proxy or an
+            # overloaded endpoint): a failed call to retry, not a crash of the task.
             raise ProviderError(f"aws {operation}: {exc}",
                                 {"provider": self.name, "operation": operation}) from None
 
