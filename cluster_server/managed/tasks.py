@@ -31,7 +31,9 @@ def check_entries(resources, provider_entry):
     for name, entry in sorted(resources.items()):
         cls = plugin_class(entry["type"])
         fields = {k: v for k, v in entry.items() if k != "type"}
-        plugins.validate_fields("resource", name, cls.fields, fields)
+        # A field the plugin does not read is refused, not ignored: a misspelt storage_gb
+        # would make a database other than the one asked for.
+        plugins.validate_fields("resource", name, cls.fields, fields, allow_unknown=False)
         if cls.providertypes and provider_entry["providertype"] not in cls.providertypes:
             reason = (f"a {entry['type']} database is reachable only from a cluster on "
                       f"{' or '.join(cls.providertypes)} (its network), not "
@@ -90,7 +92,7 @@ class ResourceTasks:
         entry = cluster["spec"]["resources"][name]
         fields = {k: v for k, v in entry.items() if k != "type"}
         fields = plugins.validate_fields("resource", name, plugin_class(entry["type"]).fields,
-                                         fields)
+                                         fields, allow_unknown=False)
         return DatabaseSpec(cluster_id=cluster["id"], name=name, fields=fields,
                             user=str(fields.get("user") or ""),
                             password=records.password(self.store, cluster["id"], name),

@@ -224,4 +224,9 @@ def test_a_bad_resource_entry_is_refused_naming_its_field(tmp_path, proxy, sshd,
     shoal.run("template", "create", path)
     result = shoal.fails("cluster", "create", "c1", "--template", "bad", "--size", "1")
     assert "resource 'db'" in result.stderr and "engine" in result.stderr
+    bad["resources"] = {"db": {"type": "aws-rds", "engine": "postgres", "storage_gib": 5}}
+    path.write_text(json.dumps(bad))
+    shoal.run("template", "update", "bad", path)
+    result = shoal.fails("cluster", "create", "c1", "--template", "bad", "--size", "1")
+    assert "unknown field 'storage_gib'" in result.stderr
     assert shoal.json("cluster", "list") == []
