@@ -230,3 +230,16 @@ def test_a_bad_resource_entry_is_refused_naming_its_field(tmp_path, proxy, sshd,
     result = shoal.fails("cluster", "create", "c1", "--template", "bad", "--size", "1")
     assert "unknown field 'storage_gib'" in result.stderr
     assert shoal.json("cluster", "list") == []
+
+
+def test_a_create_cancelled_while_the_database_is_made_rolls_it_back(tmp_path, proxy, sshd,
+                                                                     servers, moto):
+    shoal = start_with_db(tmp_path, proxy, sshd, servers)
+    proxy.db_pending_polls = 10 ** 6  # RDS takes its time
+    shoal.run("cluster", "create", "slow", "--template", "webdb", "--size", "1")
+    cluster_id = shoal.json("cluster", "show", "slow")["id"]
+    wait_for(lambda: proxy.calls["DescribeDBInstances"] >= 3, "the database to be polled")
+    shoal.run("cluster", "cancel", "slow")
+    cluster = wait_finished(shoal, "slow")
+    assert cluster["status"] == "FAILED" and cluster["operation"]["status"] == "CANCELLED"
+    assert everything(moto, cluster_id) == {**NOTHING, "databases": []}
