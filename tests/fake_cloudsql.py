@@ -1,7 +1,8 @@
 """A small fake of the Cloud SQL Admin REST API (v1), for tests: a real HTTP server on 127.0.0.1
 speaking the real JSON shapes (``sql#instance``, ``sql#operation``, Google's error body).
 
-It covers what Shoal uses: instances insert/get/list/delete and operations get. An instance is
+It covers what Shoal uses: instances insert/get/list (with the ``field.path:value`` filter)
+/delete and operations get. An instance is
 PENDING_CREATE for ``polls`` reads, then RUNNABLE with a private address on the network its
 ``ipConfiguration.privateNetwork`` names (or FAILED, when a test says so); a deleted instance
 is PENDING_DELETE for ``delete_polls`` reads, then gone. A second insert of a name answers 409
@@ -189,10 +190,23 @@ class FakeCloudSQL(LoopbackHTTP):
                             "exist.")
         return self._view(instance)
 
+    @staticmethod
+    def _matches(instance, text):
+        """The list filter's ``field.path:value`` terms (joined by spaces: AND)."""
+        for term in (text or "").split():
+            path, _, value = term.partition(":")
+            current = instance
+            for part in path.split("."):
+                current = current.get(part) if isinstance(current, dict) else None
+            if current is None or str(current).lower() != value.lower():
+                return False
+        return True
+
     def instance_list(self, query, body):
         size = min(500, int(query.get("maxResults") or 500))
         start = int(query.get("pageToken") or 0)
-        names = sorted(self.instances)
+        names = sorted(n for n, i in self.instances.items()
+                       if self._matches(i, query.get("filter")))
         items = []
         for name in names[start:start + size]:
             instance = self._observe(self.instances[name])

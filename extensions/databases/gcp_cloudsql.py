@@ -5,7 +5,7 @@ The instance has no public address: only a private one on the cluster's own VPC 
 provider's ``network``), with no authorized networks and SSL required, so nothing outside the
 cluster's network can reach it. Its name derives from the cluster and the resource name and it
 carries the token as a label, so an insert repeated after a crash finds the first instance
-(409) instead of making a second. Waiting is one ``instances.list`` page per polling round.
+(409) instead of making a second. Waiting is one ``instances.list`` page per polling round, filtered on Shoal's label.
 """
 
 import logging
@@ -26,6 +26,10 @@ STATE_MAP = {"RUNNABLE": NodeState.RUNNING, "PENDING_CREATE": NodeState.PENDING,
              "SUSPENDED": NodeState.FAILED, "PENDING_DELETE": NodeState.FAILED,
              "UNKNOWN_STATE": NodeState.PENDING}
 PAGE = 500
+# Every instance Shoal makes carries this label; listing filters on it, so a project's other
+# instances are never paged through.
+MANAGED_LABEL = ("shoal-managed", "true")
+LIST_FILTER = f"settings.userLabels.{MANAGED_LABEL[0]}:{MANAGED_LABEL[1]}"
 
 
 class CloudSQLDatabase(Database):
@@ -115,7 +119,7 @@ class CloudSQLDatabase(Database):
     def _instances(self):
         token = None
         while True:
-            params = {"maxResults": PAGE}
+            params = {"maxResults": PAGE, "filter": LIST_FILTER}
             if token:
                 params["pageToken"] = token
             page = self._call("GET", "instances", "instances.list", params=params)
@@ -169,7 +173,8 @@ class CloudSQLDatabase(Database):
             "rootPassword": spec.password,
             "settings": {
                 "tier": spec.fields["class"], "dataDiskSizeGb": str(spec.fields["storage_gb"]),
-                "userLabels": {"shoal-cluster": label(spec.cluster_id),
+                "userLabels": {MANAGED_LABEL[0]: MANAGED_LABEL[1],
+                               "shoal-cluster": label(spec.cluster_id),
                                "shoal-resource": label(spec.name),
                                "shoal-token": label(spec.token)},
                 # The cluster's network only: no public address, no authorized networks.

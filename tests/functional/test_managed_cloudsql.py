@@ -46,6 +46,9 @@ def start_with_db(tmp_path, fake, sshd, servers, sql, **fields):  # noqa: F811
 def test_a_cloud_sql_database_on_the_cluster_network_only(tmp_path, fake, sshd, servers,  # noqa: F811
                                                            sql):
     shoal = start_with_db(tmp_path, fake, sshd, servers, sql)
+    # Someone else's instance in the project: never listed, never touched.
+    sql.instance_insert({}, {"name": "billing", "databaseVersion": "MYSQL_8_0",
+                             "settings": {"tier": "db-g1-small"}})
     shoal.run("cluster", "create", "shop", "--template", "webdb", "--size", "2", "--wait")
     cluster = shoal.json("cluster", "show", "shop")
     assert cluster["status"] == "ACTIVE"
@@ -54,11 +57,13 @@ def test_a_cloud_sql_database_on_the_cluster_network_only(tmp_path, fake, sshd, 
     assert db["port"] == 5432 and db["user"] == "postgres"
     written = {p.read_text() for p in shoal.marks.glob("db-*")}
     assert written == {f"postgres://postgres@{db['endpoint']}:5432"}
-    [body] = sql.inserted
+    [body] = [b for b in sql.inserted if b["name"] != "billing"]
     ip = body["settings"]["ipConfiguration"]
     assert ip["ipv4Enabled"] is False and ip["authorizedNetworks"] == []
     assert ip["privateNetwork"] == f"projects/{fake.project}/global/networks/default"
-    assert sql.leftovers() == [db["resource_id"]] and sql.calls["instances.insert"] == 1
+    assert sql.leftovers() == ["billing", db["resource_id"]]
+    assert sql.calls["instances.insert"] == 1
+    assert sql.instances["billing"]["_reads"] == 0  # the filter kept it out of every list
     # One list a round for the pending database, not one get per look.
     assert sql.calls["instances.get"] <= 3
 
@@ -73,7 +78,7 @@ def test_a_cloud_sql_database_on_the_cluster_network_only(tmp_path, fake, sshd, 
     listed = sql.calls["instances.list"]
     shoal.run("cluster", "delete", "shop", "--wait")
     assert sql.calls["instances.list"] - listed >= 4  # PENDING_DELETE x 3, then gone
-    assert sql.leftovers() == [] and fake.leftovers(cluster["id"]) == {
+    assert sql.leftovers() == ["billing"] and fake.leftovers(cluster["id"]) == {
         "instances": [], "firewalls": []}
 
 
