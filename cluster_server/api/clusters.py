@@ -97,8 +97,11 @@ def cluster_view(store, cluster):
                      "imagetype": node["imagetype"],
                      "address": resource.get("addresses", {}).get("access_v4", ""),
                      "ports": resource.get("extra", {}).get("ports")})
+    resources = managed_records.public(store, cluster["id"])
     ctx = {"cluster": {"id": cluster["id"], "name": cluster["name"],
                        "owner": cluster["spec"].get("owner", "")},
+           # A link may name a database's address; never its password (not in this view).
+           "resources": {r["name"]: r for r in resources if r["status"] == "ACTIVE"},
            "self": nodes[0]["id"] if nodes else "",
            "nodes": [{"id": n["id"], "hostname": n["hostname"], "services": n["services"],
                       "addresses": (n["facts"].get("resource") or {}).get("addresses", {})}
@@ -111,7 +114,7 @@ def cluster_view(store, cluster):
             "template": cluster["template"], "provider": cluster["provider"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
             "nodes": view, "links": links,
-            "resources": managed_records.public(store, cluster["id"]),
+            "resources": resources,
             "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
                           if op else None)}
 

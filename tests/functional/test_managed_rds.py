@@ -71,6 +71,8 @@ def start_with_db(tmp_path, proxy, sshd, servers, **fields):
             "imagetype": "debian", "config": {
                 "db_url": "postgres://%resource.db.user%@%resource.db.endpoint%:"
                           "%resource.db.port%/%resource.db.database%"}},
+        "links": [{"label": "db", "url": "postgres://%resource.db.endpoint%:%resource.db.port%"
+                                          "/?password=%resource.db.password%"}],
         "resources": {"db": {"type": "aws-rds", "engine": "postgres", "class": "db.t3.micro",
                              "storage_gb": 20}}}))
     shoal.run("catalog", "import", catalog)
@@ -100,6 +102,9 @@ def test_a_database_is_made_before_the_services_that_read_it(tmp_path, proxy, ss
     identifier = f"shoal-{cluster['id']}-db"
     assert db["name"] == "db" and db["status"] == "ACTIVE" and db["resource_id"] == identifier
     assert db["port"] == 5432 and db["user"] == "shoal" and db["endpoint"]
+    # A link may name the database; its password expands to nothing there.
+    assert cluster["links"] == [{"label": "db",
+                                 "url": f"postgres://{db['endpoint']}:5432/?password="}]
     # Every node's service read the database's address from its config.
     written = {p.name: p.read_text() for p in shoal.marks.glob("db-*")}
     assert len(written) == 2
