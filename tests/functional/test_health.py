@@ -132,3 +132,64 @@ def test_service_that_keeps_failing_stops_at_its_limit(shoal, tmp_path):
     assert shoal.json("cluster", "health", "flaky")[0]["restarts"] == 2
     table = shoal.run("cluster", "show", "flaky").stdout
     assert "DEGRADED" in table and "supervision stopped" in table
+
+
+def test_metrics_match_the_task_table_and_the_loop_marks_drift(tmp_path):
+    import sqlite3
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    shoal = Shoal(tmp_path / "home", default_catalog=True, health_refresh=1, drift_interval=1)
+    shoal.run("server", "start")
+    try:
+        shoal.run("cluster", "create", "web", "--template", "local-web", "--size", "2",
+                  "--wait")
+        shoal.run("cluster", "restart", "web", "--wait")
+        wait_for("both healthy", lambda: [r["state"] for r in shoal.json(
+            "cluster", "health", "web")] == ["healthy", "healthy"])
+        request = urllib.request.Request(shoal.url + "/api/v1/metrics",
+                                         headers={"Authorization": "Bearer " + shoal.token})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.headers["Content-Type"].startswith("text/plain")
+            text = reply.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+        db = sqlite3.connect(shoal.home / "shoal.db")
+        for status, count in db.execute("SELECT status, COUNT(*) FROM tasks WHERE action !="
+                                        " 'JOIN' GROUP BY status"):
+            assert samples["shoal_tasks", (("status", status),)] == count
+        for kind, count in db.execute("SELECT kind, COUNT(*) FROM operations GROUP BY kind"):
+            assert samples["shoal_operations_total", (("kind", kind),)] == count
+        assert samples["shoal_operations_total", (("kind", "restart"),)] == 1
+        finished = db.execute("SELECT COUNT(*) FROM tasks WHERE action = 'START' AND status ="
+                              " 'SUCCEEDED'").fetchone()[0]
+        assert samples["shoal_task_duration_seconds_count", (("action", "START"),)] == finished
+        assert samples["shoal_health_checks_total", (("result", "ok"),)] >= 2
+        assert samples["shoal_health_instances", (("state", "healthy"),)] == 2
+        assert samples["shoal_poll_calls_total", (("provider", "local"),)] >= 1
+        up = {k[1]: v for k, v in samples.items() if k[0] == "shoal_health_up"}
+        assert sorted(dict(labels)["service"] for labels in up) == ["web-backend",
+                                                                    "web-balancer"]
+        assert set(up.values()) == {1.0}
+        unauthorized = urllib.request.Request(shoal.url + "/api/v1/metrics")
+        try:
+            urllib.request.urlopen(unauthorized, timeout=10)
+            raise AssertionError("metrics answered without the token")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401
+
+        # The loop's drift round: a sandbox taken away is seen without anyone asking.
+        cluster = shoal.json("cluster", "show", "web")
+        root = shoal.home / "nodes" / cluster["id"] / cluster["nodes"][0]["id"]
+        root.rename(root.with_name("moved-away"))
+        wait_for("DRIFTED", lambda: shoal.json("cluster", "list")[0]["Health"].endswith(
+            "DRIFTED"))
+        assert "DRIFTED" in shoal.run("cluster", "show", "web").stdout
+        root.with_name("moved-away").rename(root)
+        wait_for("no drift", lambda: not shoal.json("cluster", "list")[0]["Health"].endswith(
+            "DRIFTED"))
+        shoal.run("cluster", "delete", "web", "--wait")
+    finally:
+        shoal.run("server", "stop")
