@@ -65,11 +65,15 @@ class ShoalCollector:
 
         checks = CounterMetricFamily("shoal_health_checks", "Health checks run since the "
                                      "server started, by result", labels=["result"])
+        rounds = CounterMetricFamily("shoal_drift_rounds", "Drift rounds of the health loop "
+                                     "since the server started")
         if self.monitor is not None:
             counters = dict(self.monitor.counters)
             for result in ("ok", "failed"):
                 checks.add_metric([result], counters.get(("check", result), 0))
+            rounds.add_metric([], counters.get("drift", 0))
         yield checks
+        yield rounds
 
         states = GaugeMetricFamily("shoal_health_instances", "Service instances of live "
                                    "clusters in each health state", labels=["state"])

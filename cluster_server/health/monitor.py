@@ -54,6 +54,11 @@ class Monitor:
         self.running = set()
         self.specs = {}  # cluster id -> (updated_at, cluster dict)
         self.counters = collections.Counter()  # ("check", result) / ("facts",) / ("drift",)
+        # key -> (state, failures, written at): a healthy instance that stays healthy is
+        # written again only every ``rewrite`` seconds, not at every check (the store's write
+        # lock is what an idle server with many clusters would otherwise spend its time on).
+        self.last = {}
+        self.rewrite = _env("SHOAL_HEALTH_REWRITE", 60)
         self.next_drift = time.monotonic() + self.drift_interval
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -85,6 +90,9 @@ class Monitor:
             clusters[cluster_id] = known[1]
         for cluster_id in set(self.specs) - set(clusters):
             del self.specs[cluster_id]
+        # A cluster that left ACTIVE (an operation, a restart) is written afresh when it comes
+        # back: its rows may have been changed meanwhile.
+        self.last = {key: value for key, value in self.last.items() if key[0] in clusters}
         targets = {}
         if clusters:
             nodes = self.store.db.execute(
@@ -200,6 +208,9 @@ class Monitor:
         cluster_id, node_id, service = target.key
         retries = checks.schedule(target.health)[2]
         now = time.time()
+        last = self.last.get(target.key)
+        if ok and last and last[:2] == (HEALTHY, 0) and now - last[2] < self.rewrite:
+            return 0
         with self.store.write() as db:
             status = db.execute("SELECT status FROM clusters WHERE id = ?",
                                 [cluster_id]).fetchone()
@@ -228,6 +239,7 @@ class Monitor:
                 tail = output.strip().splitlines()[-1:] or [""]
                 add_event(db, cluster_id, f"health: {service} on {node_id} is {state} (was "
                           f"{before}): {tail[0][:200]}")
+        self.last[target.key] = (state, failures, now)
         return failures
 
     # -- node facts --------------------------------------------------------------------------
