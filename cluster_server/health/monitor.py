@@ -28,11 +28,12 @@ def _env(name, default):
 class Target:
     """One thing to do on a schedule: a check of (node, service), or the facts of a node."""
 
-    __slots__ = ("key", "cluster", "node", "service", "health", "interval")
+    __slots__ = ("key", "cluster", "node", "service", "health", "interval", "peers")
 
-    def __init__(self, key, cluster, node, service, health, interval):
+    def __init__(self, key, cluster, node, service, health, interval, peers):
         self.key, self.cluster, self.node = key, cluster, node
         self.service, self.health, self.interval = service, health, interval
+        self.peers = peers  # the cluster's nodes as macros see them, shared by its targets
 
 
 class Monitor:
@@ -98,21 +99,29 @@ class Monitor:
             nodes = self.store.db.execute(
                 "SELECT cluster_id, id, hostname, services, facts FROM nodes WHERE status ="
                 " 'ACTIVE'").fetchall()
+            # The macro context of a cluster, built once per refresh rather than read from
+            # the store at every check (what TaskRunner.context gives a task).
+            peers = {}
             for cluster_id, node_id, hostname, services, node_facts in nodes:
                 cluster = clusters.get(cluster_id)
                 if cluster is None:
                     continue
                 node = {"id": node_id, "hostname": hostname, "services": json.loads(services),
                         "facts": json.loads(node_facts)}
+                resource = node["facts"].get("resource") or {}
+                peers.setdefault(cluster_id, []).append({
+                    "id": node_id, "hostname": resource.get("hostname") or hostname,
+                    "services": node["services"], "addresses": resource.get("addresses", {})})
                 for service in node["services"]:
                     body = cluster["spec"]["services"].get(service) or {}
                     health = (body.get("provisioner") or {}).get("health")
                     if health:
                         key = (cluster_id, node_id, service)
                         targets[key] = Target(key, cluster, node, service, health,
-                                              checks.schedule(health)[0])
+                                              checks.schedule(health)[0], peers[cluster_id])
                 key = (cluster_id, node_id, None)
-                targets[key] = Target(key, cluster, node, None, None, self.facts_interval)
+                targets[key] = Target(key, cluster, node, None, None, self.facts_interval,
+                                      peers[cluster_id])
         return targets
 
     def clusters(self):
@@ -180,8 +189,12 @@ class Monitor:
 
     # -- one check ---------------------------------------------------------------------------
 
-    def _context(self, target):
-        return self.runner.context(target.cluster, target.node)
+    @staticmethod
+    def _context(target):
+        cluster = target.cluster
+        return {"cluster": {"id": cluster["id"], "name": cluster["name"],
+                            "owner": cluster["spec"].get("owner", "")},
+                "self": target.node["id"], "nodes": target.peers}
 
     def _transport(self, target):
         provider = self.runner.provider(target.cluster)
