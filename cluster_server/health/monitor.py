@@ -19,6 +19,7 @@ from cluster_server.health import checks, drift, facts, supervision
 from cluster_server.health.state import FAILING, HEALTHY, UNKNOWN, add_event, save_drift
 
 LOG = logging.getLogger("shoal.health")
+STOPPED = "stopped by an operation; not checked until it starts again"
 
 
 def _env(name, default):
@@ -81,19 +82,22 @@ class Monitor:
         rows = self.store.db.execute(
             "SELECT id, tenant, name, spec, updated_at FROM clusters WHERE status = 'ACTIVE'"
         ).fetchall()
-        clusters = {}
+        clusters, changed = {}, set()
         for cluster_id, tenant, name, spec, updated in rows:
             known = self.specs.get(cluster_id)
             if known is None or known[0] != updated:
+                changed.add(cluster_id)
                 known = self.specs[cluster_id] = (updated, {
                     "id": cluster_id, "tenant": tenant, "name": name,
-                    "spec": self.store.unseal(spec)})
+                    "spec": self.store.unseal(spec),
+                    "stopped": self._stopped(cluster_id)})
             clusters[cluster_id] = known[1]
         for cluster_id in set(self.specs) - set(clusters):
             del self.specs[cluster_id]
-        # A cluster that left ACTIVE (an operation, a restart) is written afresh when it comes
-        # back: its rows may have been changed meanwhile.
-        self.last = {key: value for key, value in self.last.items() if key[0] in clusters}
+        # A cluster that changed (an operation ran, however short) is written afresh: its rows
+        # may have been changed meanwhile.
+        self.last = {key: value for key, value in self.last.items()
+                     if key[0] in clusters and key[0] not in changed}
         targets = {}
         if clusters:
             nodes = self.store.db.execute(
@@ -113,6 +117,8 @@ class Monitor:
                     "id": node_id, "hostname": resource.get("hostname") or hostname,
                     "services": node["services"], "addresses": resource.get("addresses", {})})
                 for service in node["services"]:
+                    if (node_id, service) in cluster["stopped"]:
+                        continue  # stopped on purpose: not checked, never restarted
                     body = cluster["spec"]["services"].get(service) or {}
                     health = (body.get("provisioner") or {}).get("health")
                     if health:
@@ -123,6 +129,26 @@ class Monitor:
                 targets[key] = Target(key, cluster, node, None, None, self.facts_interval,
                                       peers[cluster_id])
         return targets
+
+    def _stopped(self, cluster_id):
+        """(node, service) pairs whose last START or STOP that ran was a STOP: a user stopped
+        them (``cluster stop``). Read when the cluster changes, not at every refresh; their
+        rows say so instead of keeping their last state."""
+        last = {}
+        for node_id, service, action in self.store.db.execute(
+                "SELECT t.node_id, t.service, t.action FROM tasks t JOIN operations o ON"
+                " o.id = t.operation_id WHERE o.cluster_id = ? AND t.status = 'SUCCEEDED' AND"
+                " t.action IN ('START', 'STOP') ORDER BY t.finished_at", [cluster_id]):
+            last[node_id, service] = action
+        stopped = {pair for pair, action in last.items() if action == "STOP"}
+        if stopped:
+            with self.store.write() as db:
+                db.conn.executemany(
+                    "UPDATE health SET state = ?, since = ?, failures = 0, output = ? WHERE"
+                    " cluster_id = ? AND node_id = ? AND service = ? AND output != ?",
+                    [(UNKNOWN, time.time(), STOPPED, cluster_id, node, service, STOPPED)
+                     for node, service in stopped])
+        return stopped
 
     def clusters(self):
         """The ACTIVE clusters as the last refresh saw them."""

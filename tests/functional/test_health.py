@@ -193,3 +193,19 @@ def test_metrics_match_the_task_table_and_the_loop_marks_drift(tmp_path):
         shoal.run("cluster", "delete", "web", "--wait")
     finally:
         shoal.run("server", "stop")
+
+
+def test_a_service_stopped_on_purpose_is_not_restarted(shoal):
+    shoal.run("cluster", "create", "kv", "--template", "local-kv", "--size", "2", "--wait")
+    wait_for("both healthy", lambda: [r["state"] for r in shoal.json(
+        "cluster", "health", "kv")] == ["healthy", "healthy"])
+    shoal.run("cluster", "stop", "kv", "--service", "kv-replica", "--wait")
+    rows = wait_for("the replica's row says stopped", lambda: (lambda h: "stopped by an "
+                    "operation" in h[1]["output"] and h)(shoal.json("cluster", "health", "kv")))
+    assert rows[1]["state"] == "unknown" and rows[0]["state"] == "healthy"
+    time.sleep(12)  # over two intervals of the shipped check (5 s): no failing, no restart
+    assert [t["Action"] for t in shoal.json("task", "list", "kv")] == ["STOP"]
+    assert "supervision" not in events(shoal, "kv")
+    shoal.run("cluster", "start", "kv", "--wait")
+    wait_for("healthy again", lambda: [r["state"] for r in shoal.json(
+        "cluster", "health", "kv")] == ["healthy", "healthy"])
