@@ -3,10 +3,28 @@ brings the cluster back to its size with its services answering; on EC2 (moto), 
 terminated out of band is reported, and one tagged with the cluster that no node holds is an
 orphan, found with one DescribeInstances and deleted on request."""
 
+import time
+
+import pytest
+
 from tests.aws_fakes import ec2_client
+from tests.conftest import Shoal
 from tests.containers import docker_client, labelled  # noqa: F401
 from tests.functional.test_aws_clusters import moto, proxy, servers, sshd, start  # noqa: F401
-from tests.functional.test_docker import _cluster_id, _page, credentials, shoal  # noqa: F401
+from tests.functional.test_docker import (_catalog, _cluster_id, _page, _remove_leftovers,
+                                          credentials)  # noqa: F401
+
+
+@pytest.fixture
+def shoal(tmp_path, docker_client, credentials):  # noqa: F811
+    # test_docker's server, with node facts read every 2 s.
+    client = Shoal(tmp_path / "home", default_catalog=True, retries=0, poll_base=0.2,
+                   health_refresh=1, facts_interval=2)
+    client.run("server", "start")
+    client.run("catalog", "import", _catalog(tmp_path, credentials))
+    yield client
+    client.run("server", "stop")
+    _remove_leftovers(docker_client, client.home)
 
 
 def check(shoal, *args):
@@ -49,6 +67,13 @@ def test_docker_container_removed_is_missing_and_repaired(shoal, docker_client):
     for node in after["nodes"]:
         assert _page(node["address"]) == node["hostname"]
     assert check(shoal, "web").returncode == 0
+    # Node facts come through docker exec: the container's /proc and file system.
+    deadline = time.monotonic() + 60
+    while not all(n["metrics"] for n in shoal.json("cluster", "show", "web")["nodes"]):
+        assert time.monotonic() < deadline, "no node facts"
+        time.sleep(0.5)
+    for node in shoal.json("cluster", "show", "web")["nodes"]:
+        assert node["metrics"]["memory_total"] > 0 and node["metrics"]["disk_total"] > 0
     assert not shoal.json("cluster", "show", "web")["drift"]["drifted"]
 
     shoal.run("cluster", "delete", "web", "--wait")
