@@ -18,7 +18,7 @@ setup(
     # The images Shoal builds: installed under <prefix>/share/shoal/dockerfiles, where the
     # docker-cli automator looks when it does not run from a checkout.
     data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
-                for cli in ("aws", "gcloud", "kubectl")],
+                for cli in ("aws", "gcloud", "kubectl", "ansible")],
     package_data={"cluster_server": ["catalog_default/*/*.json"],
                   "extensions": ["resources/*/*", "automators/ansible_callbacks/*.py"]},
     install_requires=[

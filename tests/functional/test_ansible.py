@@ -79,6 +79,16 @@ PLAYBOOKS = {
 }
 
 
+SHELL_PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - command: hostname
+      register: name
+    - debug: {msg: "{{ name.stdout }} has {{ shoal_services[0] }}"}
+"""
+
+
 def _archive():
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -180,6 +190,20 @@ def test_playbooks_install_configure_and_start_two_services(shoal, docker_client
     # The play's output is the task's output.
     shown = _task(shoal, "shop", "CONFIGURE", apps[0]["id"])
     assert "TASK [write the app's config, pointing at the db node]" in shown["output"]
+
+    # The shell's inventory, from the ansible CLI image: ansible-inventory lists every node,
+    # and a playbook run there reaches each one over the shell's ssh config (keys pinned).
+    listed = json.loads(shoal.run("cluster", "exec", "shop", "--cli", "ansible", "--",
+                                  "ansible-inventory", "--list").stdout)
+    ids = sorted(n["id"] for n in cluster["nodes"])
+    assert sorted(listed["_meta"]["hostvars"]) == ids and sorted(listed["app"]["hosts"]) == \
+        sorted(a["id"] for a in apps)
+    result = shoal.run("cluster", "exec", "-i", "shop", "--cli", "ansible", "--", "sh", "-c",
+                       "cat >/tmp/play.yml && ansible-playbook /tmp/play.yml", input=SHELL_PLAY)
+    for node in cluster["nodes"]:
+        assert re.search(rf"\n{node['id']} +: ok=2 +changed=1 +unreachable=0 +failed=0",
+                         result.stdout), result.stdout
+        assert f'"msg": "{node["hostname"]} has {node["services"][0]}"' in result.stdout
 
     # The node's host key changes (a new key, sshd re-executed with it): the next play refuses
     # to connect, and the config on the node stays as it was.
