@@ -195,7 +195,7 @@ class AnsibleAutomator(Automator):
         folder = tempfile.mkdtemp(prefix="shoal-ansible-")  # 0700; short for ssh's socket path
         try:
             argv = self._prepare(folder, program, playbook, endpoint, extra_vars, tags, become,
-                                 cluster_facts(context, action, service), context)
+                                 cluster_facts(context, action, service))
             env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
             env.update(ANSIBLE_CONFIG=os.path.join(folder, "ansible.cfg"),
                        ANSIBLE_HOME=os.path.join(folder, "home"), SHOAL_ANSIBLE_RESULT=os.path.join(
@@ -223,8 +223,7 @@ class AnsibleAutomator(Automator):
         return {"host": transport.host, "port": int(transport.port), "user": transport.user,
                 "key_file": getattr(transport, "key_file", None), "host_key": key}
 
-    def _prepare(self, folder, program, playbook, endpoint, extra_vars, tags, become, facts,
-                 context):
+    def _prepare(self, folder, program, playbook, endpoint, extra_vars, tags, become, facts):
         for sub in ("cp", "tmp", "home"):
             os.mkdir(os.path.join(folder, sub), 0o700)
         host, port = endpoint["host"], endpoint["port"]

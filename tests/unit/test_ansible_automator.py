@@ -2,13 +2,12 @@
 
 import json
 import os
-import stat
 
 import pytest
 
 from cluster_server.errors import AutomatorError, ValidationError
 from extensions.automators.ansible import AnsibleAutomator, cluster_facts
-from extensions.transports import SSHTransport, LocalTransport
+from extensions.transports import LocalTransport, SSHTransport
 from tests.sshd import ssh_host  # noqa: F401  (fixture)
 
 PLAY = """
@@ -145,3 +144,15 @@ def test_cluster_facts_follow_the_macros_order():
     assert facts["hosts"] == {"x": ["a", "b"], "y": ["a"]}
     assert facts["ips"]["x"] == ["", "1.1.1.10"]
     assert facts["node"]["hostname"] == "a" and facts["action"] == "START"
+
+
+def test_the_shipped_facts_playbook(ssh_host, tmp_path):  # noqa: F811
+    out = tmp_path / "facts" / "cluster.json"
+    automator = AnsibleAutomator(tmp_path / "home", _Resources())
+    result = automator.run("CONFIGURE", "web", {"playbook": "shoal-facts.yml", "extra_vars": {
+        "facts_file": str(out), "ansible_python_interpreter": PYTHON}}, _context(ssh_host),
+        _transport(ssh_host))
+    assert result.exit_code == 0, result.stdout
+    facts = json.loads(out.read_text())
+    assert facts["hosts"] == {"db": ["db-1"], "web": ["web-1"]}
+    assert facts["node"]["id"] == "n1" and facts["config"] == {"k": "v"}
