@@ -63,6 +63,10 @@ class CheckCluster(_Operation):
         for node in report["nodes"]:
             detail = f" ({node['detail']})" if node["detail"] else ""
             out.write(f"{node['node']} {node['resource_id']}: {node['state']}{detail}\n")
+        for resource in report.get("resources", []):
+            detail = f" ({resource['detail']})" if resource["detail"] else ""
+            out.write(f"resource {resource['resource']} {resource['resource_id']}: "
+                      f"{resource['state']}{detail}\n")
         for orphan in report["orphans"]:
             out.write(f"orphan {orphan['resource_id']} ({orphan['state']}"
                       f"{', node ' + orphan['node'] if orphan['node'] else ''})\n")

@@ -38,8 +38,11 @@ NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardw
             "metrics": MapOf(Anything()).described("load, memory and disk, read on the node")})
 DRIFT_NODE = Obj({"node": STR, "resource_id": STR, "state": STR, "detail": STR})
 ORPHAN = Obj({"resource_id": STR, "state": STR, "node": STR, "address": STR})
+DRIFT_RESOURCE = Obj({"resource": STR, "type": STR, "resource_id": STR, "state": STR,
+                      "detail": STR}).described("a managed database against the cloud")
 DRIFT = Obj({"checked_at": NUMBER, "drifted": BOOL, "nodes": ListOf(DRIFT_NODE),
-             "orphans": ListOf(ORPHAN)}).described("the last comparison with the provider")
+             "orphans": ListOf(ORPHAN), "resources": ListOf(DRIFT_RESOURCE)}).described(
+    "the last comparison with the provider")
 MANAGED = Obj({"name": STR, "type": STR, "status": STR, "resource_id": STR, "endpoint": STR,
                "port": Scalar(int, type(None), label="a port or null"), "user": STR,
                "database": STR}).described("a managed resource (database); never its password")
@@ -55,6 +58,7 @@ CLUSTER = Obj({
 HEALTH_ROW = Obj({"node": STR, "service": STR, "state": STR, "since": NUMBER, "output": STR,
                   "restarts": INT, "supervision": STR, "checked_at": OPTIONAL_NUMBER})
 CHECK = Obj({"drifted": BOOL, "nodes": ListOf(DRIFT_NODE), "orphans": ListOf(ORPHAN),
+             "resources": ListOf(DRIFT_RESOURCE),
              "checked_at": NUMBER, "deleted_orphans": NAMES,
              "repair": Obj({"tasks": ListOf(PLANNED_TASK), "operation": OPTIONAL_STR,
                             "nodes": NAMES})}).described(

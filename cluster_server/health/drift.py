@@ -3,13 +3,16 @@
 One batched ``Provider.inventory`` call per provider (one request per page of resources) for
 every cluster checked at once; ``compare`` is pure. A node is ``missing`` (gone at the
 provider), ``stopped`` (there but not running) or ``changed`` (another address or flavor); a
-resource labelled with the cluster that no node of the store holds is an ``orphan``."""
+resource labelled with the cluster that no node of the store holds is an ``orphan``. A managed
+database (cluster_server/managed) is ``missing``, ``failed`` or ``changed`` likewise; repair
+does not remake databases (their data went with them): that is for the user to decide."""
 
 import json
 import time
 
 from cluster_server import operations, planner
 from cluster_server.errors import Conflict
+from cluster_server.managed import drift as managed_drift
 from cluster_server.plugins import NodeState
 
 _FLAVOR_KEYS = ("instance_type", "machine_type", "flavor")
@@ -74,10 +77,18 @@ def inventories(runner, clusters):
 
 
 def check(store, runner, clusters):
-    """{cluster id: report} for ``clusters``."""
+    """{cluster id: report} for ``clusters``: their nodes against the provider's inventory,
+    their managed databases against one batched describe per database type."""
     held = inventories(runner, clusters)
-    return {c["id"]: compare(operations.node_rows(store, c["id"]), held.get(c["id"], []))
-            for c in clusters}
+    databases = managed_drift.check(store, runner, clusters)
+    reports = {}
+    for c in clusters:
+        report = compare(operations.node_rows(store, c["id"]), held.get(c["id"], []))
+        report["resources"] = databases[c["id"]]
+        report["drifted"] = report["drifted"] or any(r["state"] != "ok"
+                                                     for r in report["resources"])
+        reports[c["id"]] = report
+    return reports
 
 
 def plan_repair(store, tenant, name, report, dry_run=False):

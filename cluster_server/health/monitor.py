@@ -329,6 +329,8 @@ def describe(report):
     """One line for an event or a show: what drifted."""
     parts = [f"{n['node']} {n['state']}" + (f" ({n['detail']})" if n["detail"] else "")
              for n in report["nodes"] if n["state"] != "ok"]
+    parts += [f"{r['resource']} {r['state']}" + (f" ({r['detail']})" if r["detail"] else "")
+              for r in report.get("resources", []) if r["state"] != "ok"]
     if report["orphans"]:
         parts.append(f"{len(report['orphans'])} orphan(s): " +
                      ", ".join(o["resource_id"] for o in report["orphans"]))

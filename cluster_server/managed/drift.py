@@ -3,14 +3,19 @@
 One batched ``Database.describe`` per (cluster provider entry, database type) for every cluster
 checked at once, as the poller does while waiting. ``compare`` is pure. A database is
 ``missing`` when the cloud no longer knows it (deleted out of band), ``failed`` when the cloud
-says it is broken or being deleted, ``ok`` otherwise. For ``cluster check``: its report per
-cluster gains ``resources`` from ``check``, and a resource not ``ok`` makes the cluster drifted.
+says it is broken or being deleted, ``unknown`` when the cloud could not be asked, ``ok``
+otherwise. ``cluster check`` (cluster_server/health/drift.py) adds these to each cluster's
+report as ``resources``; one not ``ok`` makes the cluster drifted.
 """
 
 import json
+import logging
 
+from cluster_server.errors import ShoalError
 from cluster_server.managed import records
 from cluster_server.plugins import DatabaseInfo, NodeState
+
+LOG = logging.getLogger("shoal.managed")
 
 
 def compare(rows, described):
@@ -25,7 +30,9 @@ def compare(rows, described):
         entry = {"resource": item["name"], "type": item["type"], "resource_id": resource_id,
                  "state": "ok", "detail": ""}
         info = described.get(resource_id)
-        if info is None or info.state == NodeState.GONE:
+        if isinstance(info, ShoalError):
+            entry.update(state="unknown", detail=f"could not ask: {info.message}")
+        elif info is None or info.state == NodeState.GONE:
             entry.update(state="missing", detail="the cloud no longer has it")
         elif info.state == NodeState.FAILED:
             entry.update(state="failed", detail=info.error or "not available")
@@ -52,5 +59,10 @@ def check(store, runner, clusters):
             groups.setdefault(key, (cluster, []))[1].append(DatabaseInfo.from_dict(resource))
     described = {}
     for (_, entry_type), (cluster, infos) in groups.items():
-        described.update(runner.managed.plugin(cluster, entry_type).describe(infos))
+        try:
+            described.update(runner.managed.plugin(cluster, entry_type).describe(infos))
+        except ShoalError as error:
+            # The cloud could not be asked: not knowing is not "deleted out of band".
+            LOG.warning("drift: describing %s databases failed: %s", entry_type, error)
+            described.update({info.resource_id: error for info in infos})
     return {c["id"]: compare(rows[c["id"]], described) for c in clusters}

@@ -248,3 +248,22 @@ def test_a_create_cancelled_while_the_database_is_made_rolls_it_back(tmp_path, p
     cluster = wait_finished(shoal, "slow")
     assert cluster["status"] == "FAILED" and cluster["operation"]["status"] == "CANCELLED"
     assert everything(moto, cluster_id) == {**NOTHING, "databases": []}
+
+
+def test_cluster_check_reports_a_database_deleted_out_of_band(tmp_path, proxy, sshd, servers,
+                                                              moto):
+    shoal = start_with_db(tmp_path, proxy, sshd, servers)
+    shoal.run("cluster", "create", "drift", "--template", "webdb", "--size", "1", "--wait")
+    cluster_id = shoal.json("cluster", "show", "drift")["id"]
+    identifier = f"shoal-{cluster_id}-db"
+    result = shoal.run("cluster", "check", "drift")
+    assert f"resource db {identifier}: ok" in result.stdout
+    rds_client(moto).delete_db_instance(DBInstanceIdentifier=identifier, SkipFinalSnapshot=True)
+    before = proxy.calls["DescribeDBInstances"]
+    result = shoal.run("cluster", "check", "drift", check=False)
+    assert result.returncode != 0 and "drifted" in result.stderr
+    assert f"resource db {identifier}: missing (the cloud no longer has it)" in result.stdout
+    assert proxy.calls["DescribeDBInstances"] - before == 1
+    # Deleting the cluster copes with the database already gone.
+    shoal.run("cluster", "delete", "drift", "--wait")
+    assert everything(moto, cluster_id) == {**NOTHING, "databases": []}
