@@ -86,6 +86,7 @@ class CloudSQLDatabase(Database):
     def _call(self, method, path, what, **kwargs):
         """One call; an error becomes ProviderError with the API's status and message (never
         the request's body, which may hold the password)."""
+        import google.auth.exceptions
         import requests
 
         session = self._open()
@@ -95,6 +96,10 @@ class CloudSQLDatabase(Database):
             response = session.request(method, url, timeout=60, **kwargs)
         except requests.RequestException as exc:
             raise ProviderError(f"gcp sql {what}: {type(exc).__name__}",
+                                {"operation": what}) from None
+        except google.auth.exceptions.GoogleAuthError as exc:
+            # The token could not be had (a refused or unreachable token endpoint).
+            raise ProviderError(f"gcp sql {what}: credentials: {type(exc).__name__}",
                                 {"operation": what}) from None
         if response.status_code >= 400:
             try:
