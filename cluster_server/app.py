@@ -51,9 +51,9 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
 
-    from cluster_server.api import catalog, clusters, envshell, meta, resources
+    from cluster_server.api import catalog, clusters, envshell, meta, resources, workers
 
-    for module in (meta, catalog, clusters, resources, envshell):
+    for module in (meta, catalog, clusters, resources, envshell, workers):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp

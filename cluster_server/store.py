@@ -123,6 +123,12 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, kind, name)
     );
     """,
+    # which queue the Celery executor sent a task to, and which worker ran it (blank on
+    # threads).
+    """
+    ALTER TABLE tasks ADD COLUMN queue TEXT;
+    ALTER TABLE tasks ADD COLUMN worker TEXT;
+    """,
 ]
 
 

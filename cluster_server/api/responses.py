@@ -43,7 +43,9 @@ CLUSTER = Obj({
                         Scalar(type(None), label="null"), label="the last operation or null"),
 }).described("a cluster with its nodes, links and last operation")
 TASK = Obj({"id": STR, "operation": STR, "node": STR, "action": STR, "service": OPTIONAL_STR,
-            "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER})
+            "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER,
+            "queue": OPTIONAL_STR.described("the Celery queue it was sent to"),
+            "worker": OPTIONAL_STR.described("the Celery worker that ran it")})
 OPERATION = Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR, "cluster": STR,
                  "cluster_status": STR, "counts": MapOf(INT), "total": INT,
                  "running": NAMES}).described("an operation's status and task counts")
