@@ -1,0 +1,251 @@
+"""The Celery executor end to end: a real Redis, a real server started with ``--executor celery``
+and real ``shoal worker start`` processes (Celery prefork workers) with their own environments.
+
+The workers share one SHOAL_HOME of their own (``cloud``): the fake provider's "cloud" and the
+fake automator's log live there, apart from the server's home, so a test sees that the server
+made no plugin call itself and that every instance was made by a worker.
+"""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from shoal_testkit import catalog, checks, cloud
+
+from tests.brokers import Redis, Worker
+from tests.conftest import Shoal
+
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+class Setup:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.redis = Redis(tmp_path / "redis")
+        self.cloud = tmp_path / "cloud"
+        self.cloud.mkdir()
+        self.workers = []
+        self.servers = []
+
+    def server(self, tenant=None, **settings):
+        shoal = Shoal(self.tmp / "home", retries=2, retry_backoff=0.05, poll_base=0.05,
+                      executor="celery", broker=self.redis.url, **settings)
+        if tenant:
+            shoal.env["SHOAL_TENANT"] = tenant
+        if not self.servers:
+            shoal.run("server", "start")
+        self.servers.append(shoal)
+        return shoal
+
+    def worker(self, name, queues="shoal.default", concurrency=2):
+        worker = Worker(self.tmp, self.redis.url, f"{name}@test", queues, concurrency,
+                        env={"SHOAL_HOME": str(self.cloud)})
+        self.workers.append(worker)
+        return worker
+
+    def close(self):
+        if self.servers:
+            self.servers[0].run("server", "stop", check=False)
+        for worker in self.workers:
+            worker.stop()
+        self.redis.stop()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    made = Setup(tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def import_catalog(setup, shoal, **options):
+    shoal.run("catalog", "import", catalog.write(setup.tmp / "catalog", **options))
+
+
+def operation(shoal, name):
+    """The cluster's latest operation as the API gives it: status, counts, what runs."""
+    op_id = shoal.json("cluster", "show", name)["operation"]["id"]
+    return api(shoal, f"/operations/{op_id}")
+
+
+def api(shoal, path):
+    import urllib.request
+
+    request = urllib.request.Request(f"{shoal.url}/api/v1{path}",
+                                     headers={"Authorization": f"Bearer {shoal.token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_finished(shoal, name, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cluster = shoal.json("cluster", "show", name)
+        if cluster["operation"]["status"] in FINAL:
+            return cluster
+        time.sleep(0.2)
+    raise AssertionError(f"operation on {name} did not finish: {cluster}")
+
+
+def wait_for(what, condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+def made(setup, cluster_id):
+    """How many instances the fake cloud ever made for the cluster (a duplicate counts)."""
+    return cloud.load(setup.cloud)["counters"].get("instances_made", {}).get(cluster_id, 0)
+
+
+def assert_exact(setup, cluster, size):
+    assert cluster["status"] == "ACTIVE", cluster
+    assert len(cluster["nodes"]) == size
+    extra, missing = checks.orphans(setup.cloud, cluster["id"],
+                                    [n["address"] for n in cluster["nodes"]])
+    assert (extra, missing) == ([], [])
+    assert made(setup, cluster["id"]) == size  # no machine made twice
+
+
+def test_a_create_spreads_over_three_workers(setup):
+    shoal = setup.server()
+    names = {setup.worker(f"w{i}").name for i in (1, 2, 3)}
+    import_catalog(setup, shoal, fields={"sleep": 0.02})
+    status = shoal.json("worker", "status")
+    assert sorted(w["Name"] for w in status) == sorted(names)
+    assert all(w["Queues"] == "shoal.default" for w in status)
+
+    shoal.run("cluster", "create", "c1", "--template", "fake-stack", "--size", 30, "--wait")
+    cluster = shoal.json("cluster", "show", "c1")
+    assert_exact(setup, cluster, 30)
+    tasks = shoal.json("task", "list", "c1")
+    by_worker = {}
+    for task in tasks:
+        by_worker.setdefault(task["Worker"], []).append(task)
+    # Every worker ran some; CONFIRMs were settled by the server's batched poller.
+    assert set(by_worker) == names | {"server (poller)"}, by_worker.keys()
+    assert all(len(by_worker[name]) >= 5 for name in names), \
+        {name: len(by_worker[name]) for name in names}
+    assert {t["Action"] for t in by_worker["server (poller)"]} == {"CONFIRM"}
+    shown = shoal.json("task", "show", tasks[0]["ID"])
+    assert shown["worker"] in names and shown["queue"] == "shoal.default"
+    # The server made no plugin call: no fake cloud in its home; the workers made them all.
+    assert not (shoal.home / cloud.CLOUD_FILE).exists()
+    counters = cloud.load(setup.cloud)["counters"]
+    assert counters["describe_batch_max"]["all"] > 1  # one describe for many nodes
+    log = checks.entries(setup.cloud, "c1")
+    assert {e["pid"] for e in log} - {os.getpid()}  # actions ran in the workers' processes
+    assert checks.node_overlaps(log) == []
+    assert checks.runtime_order_violations(log, {"app": ["db"]}) == []
+
+
+def test_a_worker_killed_mid_task_has_its_task_delivered_again(setup):
+    shoal = setup.server()
+    workers = [setup.worker(f"w{i}") for i in (1, 2, 3)]
+    import_catalog(setup, shoal, providers={"fake": {"create_delay": 1.5}},
+                   service_fields={"base": {"install": {"sleep": 1.5}}})
+    shoal.run("cluster", "create", "k1", "--template", "fake-stack", "--size", 6)
+    cluster_id = shoal.json("cluster", "show", "k1")["id"]
+    # Kill every pool process while the creates sleep after making their instances: the calls
+    # never return, and each is delivered again; the token finds the instance already made.
+    wait_for("instances made", lambda: made(setup, cluster_id) >= 3)
+    killed = [pid for worker in workers for pid in worker.children()]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    # Then kill the process running one INSTALL of base, mid-action.
+    begun = wait_for("an INSTALL running", lambda: [
+        e for e in checks.entries(setup.cloud, "k1")
+        if e["action"] == "INSTALL" and e["service"] == "base" and e["event"] == "begin"])
+    victim = begun[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    cluster = wait_finished(shoal, "k1")
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 6)
+    log = checks.entries(setup.cloud, "k1")
+    again = [e for e in log if (e["node"], e["service"], e["action"]) ==
+             (victim["node"], "base", "INSTALL")]
+    assert [e["event"] for e in again] == ["begin", "begin", "end"], again
+    assert again[1]["pid"] != victim["pid"]
+    assert checks.node_overlaps(log[log.index(again[1]):]) == []
+    # A delivery again is no new attempt: the task ran once as far as the operation goes.
+    assert all(t["Attempts"] == 1 for t in shoal.json("task", "list", "k1"))
+    # Celery saw its processes lost and gave their tasks back (reject_on_worker_lost).
+    lost = sum(w.log_path.read_text().count("Task handler raised error: WorkerLostError")
+               for w in workers)
+    assert lost >= len(killed[:1]) + 1
+
+
+def test_the_broker_restarted_mid_operation(setup):
+    shoal = setup.server()
+    for i in (1, 2, 3):
+        setup.worker(f"w{i}")
+    import_catalog(setup, shoal, fields={"sleep": 0.1})
+    shoal.run("cluster", "create", "b1", "--template", "fake-stack", "--size", 8)
+    wait_for("a third of the tasks", lambda: operation(shoal, "b1")["counts"].get(
+        "SUCCEEDED", 0) >= 25)
+    setup.redis.stop()
+    time.sleep(2)
+    setup.redis.start()
+    cluster = wait_finished(shoal, "b1")
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 8)
+    assert "unreachable" in (shoal.home / "server.log").read_text()  # it did see the outage
+
+
+def test_the_server_killed_mid_operation_resumes_without_losing_or_repeating(setup):
+    shoal = setup.server()
+    for i in (1, 2, 3):
+        setup.worker(f"w{i}")
+    import_catalog(setup, shoal, fields={"sleep": 0.3})
+    shoal.run("cluster", "create", "s1", "--template", "fake-stack", "--size", 8)
+    wait_for("a third of the tasks", lambda: operation(shoal, "s1")["counts"].get(
+        "SUCCEEDED", 0) >= 25)
+    pid = json.loads((shoal.home / "server.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for("the server gone", lambda: not os.path.exists(f"/proc/{pid}") or
+             open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z")
+    # Meanwhile the workers finish what they hold: outcomes with no server to read them.
+    time.sleep(1.5)
+    shoal.run("server", "start")
+    cluster = wait_finished(shoal, "s1")
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 8)
+    # Each action began once: what finished while the server was down was taken as it came,
+    # not sent again.
+    log = [e for e in checks.entries(setup.cloud, "s1") if e["event"] == "begin"]
+    keys = [(e["node"], e["service"], e["action"]) for e in log]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    assert "resuming operation" in (shoal.home / "server.log").read_text()
+
+
+def test_a_task_no_worker_takes_shows_queued_and_cancel_works(setup):
+    # Tasks of provider "fake" go to shoal.default.fake, which no worker serves yet.
+    shoal = setup.server(provider_queues="fake")
+    setup.worker("w1")
+    import_catalog(setup, shoal)
+    shoal.run("cluster", "create", "q1", "--template", "fake-stack", "--size", 2)
+    tasks = wait_for("queued creates", lambda: [
+        t for t in shoal.json("task", "list", "q1") if t["Status"] == "QUEUED"])
+    assert {t["Action"] for t in tasks} == {"CREATE"}
+    assert all(t["Worker"] == "(queued on shoal.default.fake)" for t in tasks)
+    assert any("queued on shoal.default.fake" in r for r in operation(shoal, "q1")["running"])
+    shoal.run("cluster", "cancel", "q1")
+    # The creates are withdrawn; the rollback asks the cloud for leftovers, on that queue too.
+    wait_for("the creates withdrawn", lambda: all(
+        t["Status"] != "QUEUED" for t in shoal.json("task", "list", "q1")
+        if t["Action"] == "CREATE"))
+    setup.worker("w2", queues="shoal.default.fake")
+    cluster = wait_finished(shoal, "q1")
+    assert (cluster["status"], cluster["operation"]["status"]) == ("FAILED", "CANCELLED")
+    # The withdrawn creates never ran, even once a worker served their queue.
+    assert made(setup, cluster["id"]) == 0
+    assert cloud.load(setup.cloud)["counters"].get("create_calls", {}).get(cluster["id"]) is None
