@@ -249,3 +249,59 @@ def test_a_task_no_worker_takes_shows_queued_and_cancel_works(setup):
     # The withdrawn creates never ran, even once a worker served their queue.
     assert made(setup, cluster["id"]) == 0
     assert cloud.load(setup.cloud)["counters"].get("create_calls", {}).get(cluster["id"]) is None
+
+
+def test_a_tenants_tasks_run_only_on_its_own_workers(setup):
+    acme_worker = setup.worker("acme", queues="shoal.acme")
+    default_worker = setup.worker("dflt", queues="shoal.default")
+    default = setup.server()
+    acme = setup.server(tenant="acme")
+    for shoal in (default, acme):
+        import_catalog(setup, shoal, fields={"sleep": 0.02})
+    acme.run("cluster", "create", "t1", "--template", "fake-stack", "--size", 4)
+    default.run("cluster", "create", "t2", "--template", "fake-stack", "--size", 4)
+    for shoal, name in ((acme, "t1"), (default, "t2")):
+        cluster = wait_finished(shoal, name)
+        assert_exact(setup, cluster, 4)
+    ran = {name: {t["Worker"] for t in shoal.json("task", "list", name)}
+           for shoal, name in ((acme, "t1"), (default, "t2"))}
+    assert ran == {"t1": {acme_worker.name, "server (poller)"},
+                   "t2": {default_worker.name, "server (poller)"}}
+    # And in the processes themselves: every action of t1 ran in a process of acme's worker.
+    pids = {"t1": set(acme_worker.children()), "t2": set(default_worker.children())}
+    for name in ("t1", "t2"):
+        assert {e["pid"] for e in checks.entries(setup.cloud, name)} <= pids[name], name
+    assert acme.json("task", "show", acme.json("task", "list", "t1")[0]["ID"])["queue"] == \
+        "shoal.acme"
+
+
+def test_a_create_on_ssh_hosts_through_workers(setup):
+    from tests.cloudkit import write_catalog
+    from tests.sshd import SSHHost
+
+    hosts = [SSHHost(address=f"127.0.0.{n}") for n in (2, 3, 4)]
+    try:
+        for host in hosts:
+            host.start()
+        shoal = setup.server()
+        names = {setup.worker(f"w{i}").name for i in (1, 2)}
+        marks = setup.tmp / "marks"
+        marks.mkdir()
+        shoal.run("catalog", "import", write_catalog(
+            setup.tmp / "ssh-catalog", "onprem", "ssh",
+            {"hosts": json.dumps([h.host_entry for h in hosts])}, {"flavor": "box"},
+            {"image": "os"}, marks))
+        shoal.run("cluster", "create", "farm", "--template", "web", "--size", 3, "--wait")
+        cluster = shoal.json("cluster", "show", "farm")
+        addresses = sorted(n["address"] for n in cluster["nodes"])
+        assert addresses == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        for address in addresses:  # every node's CONFIGURE saw its peers, over SSH
+            assert sorted((marks / address).read_text().split(",")) == addresses
+        tasks = shoal.json("task", "list", "farm")
+        assert {t["Worker"] for t in tasks if t["Action"] != "CONFIRM"} <= names
+        assert all(t["Status"] == "SUCCEEDED" for t in tasks)
+        assert not (shoal.home / "ssh-pool.json").exists()  # the pool is the workers'
+        shoal.run("cluster", "delete", "farm", "--wait")
+    finally:
+        for host in hosts:
+            host.close()
