@@ -390,7 +390,7 @@ class ClusterEvents(ShoalCommand):
 
 
 class ListTasks(ShoalLister):
-    """List the tasks of a cluster's latest operation: status, attempts, duration."""
+    """List the tasks of a cluster's latest operation: status, attempts, duration, worker."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)

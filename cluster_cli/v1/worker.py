@@ -9,8 +9,9 @@ from cluster_cli.v1.base import ShoalCommand, ShoalLister, positive_int
 
 
 class StartWorker(ShoalCommand):
-    """Start a Celery worker that runs Shoal's tasks (in the foreground; --detach for the
-    background). It needs the broker and the nodes, never the server's store or token."""
+    """Start a Celery worker that runs Shoal's tasks (foreground; --detach for background).
+
+    It needs the broker and the nodes, never the server's store or token."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -54,8 +55,7 @@ class StartWorker(ShoalCommand):
 
 
 class WorkerStatus(ShoalLister):
-    """List the workers the server's broker knows: their queues, concurrency and what they
-    run now."""
+    """List the workers the server's broker knows, their queues and the tasks they run."""
 
     def take_action(self, parsed_args):
         info = self.client.get("/workers")
