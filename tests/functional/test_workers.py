@@ -305,3 +305,13 @@ def test_a_create_on_ssh_hosts_through_workers(setup):
     finally:
         for host in hosts:
             host.close()
+
+
+def test_bad_executor_settings_are_refused_in_one_line(tmp_path):
+    shoal = Shoal(tmp_path / "home")
+    result = shoal.fails("server", "start", "--executor", "celery")
+    assert "the celery executor needs a broker" in result.stderr
+    result = shoal.fails("server", "start", "--executor", "celery", "--broker", "amqp://x//")
+    assert "must be a Redis URL" in result.stderr
+    result = shoal.fails("worker", "start")
+    assert "no broker" in result.stderr
