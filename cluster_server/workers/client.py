@@ -49,6 +49,11 @@ class WorkerClient:
     def __init__(self, broker):
         self.broker = broker
         self.app = celery_app.make_app(broker)
+        self.app.conf.broker_pool_limit = 64  # a connection per sending thread, not 10 shared
+        # Celery's Redis backend subscribes to each sent task's channel for AsyncResult.get;
+        # nobody reads those subscriptions here (one pattern subscription below hears every
+        # result), and their unread messages would pile up until Redis drops the connection.
+        self.app.backend.on_task_call = lambda producer, task_id: None
         self.redis = self.app.backend.client
         self.expires = int(celery_app.result_expires())
         self.lock = threading.Lock()
@@ -68,12 +73,13 @@ class WorkerClient:
         with self.lock:
             self.pending[call_id] = pending
         if not fresh:
-            meta = self._meta(call_id)
-            if meta is not None:
-                self._settle(pending, meta)
+            raw, sent = self._retrying(lambda: self.redis.pipeline(transaction=False).get(
+                META + call_id).exists(SENT + call_id).execute())
+            if raw:
+                self._settle(pending, json.loads(raw))
                 if pending.done.is_set():
                     return pending  # the outcome came while no server waited for it
-            if self._retrying(lambda: self.redis.exists(SENT + call_id)):
+            if sent:
                 return pending  # queued or running since before a restart: wait for it
         self._retrying(lambda: self.app.send_task(
             celery_app.TASK, args=[message], task_id=call_id, queue=queue, expires=expires,
@@ -135,10 +141,6 @@ class WorkerClient:
         return pending.outcome
 
     # -- collecting ----------------------------------------------------------------------------
-
-    def _meta(self, call_id):
-        raw = self._retrying(lambda: self.redis.get(META + call_id))
-        return json.loads(raw) if raw else None
 
     def _settle(self, pending, meta):
         status = meta.get("status")
