@@ -12,6 +12,8 @@ poller into workers would make one poller per worker process, and with a CONFIRM
 worker slot per node, one describe per node per round.
 """
 
+import base64
+import hashlib
 import json
 import logging
 import threading
@@ -158,7 +160,27 @@ class RemoteRunner(TaskRunner):
 
     def automator(self, kind, tenant="default"):
         plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)  # missing: the same error
-        return RemoteAutomator(self, kind)
+        return RemoteAutomator(self, kind, tenant)
+
+    def scripts(self, tenant, fields):
+        """The active plugin-resource scripts that the action's fields name (a shell action's
+        ``script``), to go with the message: a worker has no store to read them from."""
+        if self.resources is None:
+            return []
+        resources = self.resources.for_tenant(tenant)
+        shipped = []
+        for value in fields.values():
+            if not isinstance(value, str) or not value or "/" in value or \
+                    any(s["name"] == value for s in shipped):
+                continue
+            try:
+                with open(resources.path("scripts", value), "rb") as f:
+                    data = f.read()
+            except (ShoalError, LookupError, OSError):
+                continue  # not an uploaded script: the worker looks where threads would
+            shipped.append({"name": value, "sha256": hashlib.sha256(data).hexdigest(),
+                            "data": base64.b64encode(data).decode()})
+        return shipped
 
     def forget_transport(self, cluster_id, node_id):
         with self.lock:
@@ -272,13 +294,15 @@ class RemoteTransport:
 
 
 class RemoteAutomator:
-    def __init__(self, runner, kind):
+    def __init__(self, runner, kind, tenant):
         self.runner = runner
         self.kind = kind
+        self.tenant = tenant
 
     def run(self, action, service, fields, context, transport):
         result = self.runner.call(transport.provider, "action", {
             "info": transport.info.to_dict(), "kind": self.kind, "action": action,
             "service": service, "fields": json.loads(json.dumps(fields)),
-            "context": json.loads(json.dumps(context))})
+            "context": json.loads(json.dumps(context)),
+            "scripts": self.runner.scripts(self.tenant, fields)})
         return ActionResult(**result)

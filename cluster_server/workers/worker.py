@@ -8,6 +8,8 @@ through the result backend.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import threading
 import time
 
 from cluster_server import config, plugins
-from cluster_server.errors import ShoalError
+from cluster_server.errors import NotFound, ShoalError
 from cluster_server.plugins import NodeInfo, NodeSpec
 from cluster_server.workers import QUEUE_RE, app as celery_app
 
@@ -47,13 +49,13 @@ class Calls:
                 provider = self.providers[key] = cls(entry["name"], fields, self.home)
             return provider
 
-    def automator(self, kind):
+    def automator(self, kind, scripts=()):
+        cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
+        if scripts:  # the uploaded scripts this action names came with it
+            return cls(self.home, ShippedScripts(self.home, scripts))
         with self.lock:
             automator = self.automators.get(kind)
             if automator is None:
-                cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
-                # Plugin resources live in the server's store: a worker's automators use the
-                # scripts shipped with their packages.
                 automator = self.automators[kind] = cls(self.home, None)
             return automator
 
@@ -94,7 +96,7 @@ class Calls:
             if method == "run":
                 result = transport.run(args["argv"])
             else:
-                result = self.automator(args["kind"]).run(
+                result = self.automator(args["kind"], args.get("scripts")).run(
                     args["action"], args["service"], args["fields"], args["context"], transport)
             return {"exit_code": result.exit_code, "stdout": result.stdout or "",
                     "stderr": result.stderr or ""}
@@ -108,6 +110,37 @@ class Calls:
                 transport.close()
             except Exception:  # a dead connection's close is not worth failing a delete for
                 pass
+
+
+class ShippedScripts:
+    """Plugin resources as a worker has them: the active scripts the server sent with an
+    action, kept by content (sha256) under SHOAL_HOME/worker-scripts, mode 0600."""
+
+    def __init__(self, home, scripts):
+        self.folder = os.path.join(os.fspath(home), "worker-scripts")
+        self.scripts = {s["name"]: s for s in scripts}
+
+    def path(self, kind, name):
+        script = self.scripts.get(name) if kind == "scripts" else None
+        if script is None:
+            raise NotFound(f"{kind}/{name} has no active version",
+                           {"kind": kind, "name": name, "reason": "none active"})
+        data = base64.b64decode(script["data"])
+        if hashlib.sha256(data).hexdigest() != script["sha256"]:
+            raise ShoalError(f"script {name} arrived damaged (sha256 differs)")
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        path = os.path.join(self.folder, script["sha256"])
+        if not os.path.exists(path):
+            _write_bytes(path, data)
+        return path
+
+
+def _write_bytes(path, data):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def outcome(calls, message, worker):

@@ -87,3 +87,29 @@ def test_the_threads_dispatch_gives_the_runner_itself(tmp_path):
     runner = object()
     executor = Executor(Store(tmp_path / "s.db"), runner, dispatch=ThreadDispatch(1))
     assert executor.runner is runner
+
+
+def test_an_uploaded_script_an_action_names_goes_with_its_message(tmp_path):
+    import os
+
+    from cluster_server.errors import NotFound
+    from cluster_server.resources import FileResourceStore
+    from cluster_server.store import Store
+    from cluster_server.workers.dispatch import RemoteRunner
+    from cluster_server.workers.worker import ShippedScripts
+
+    store = Store(tmp_path / "shoal.db")
+    resources = FileResourceStore(store, tmp_path)
+    resources.upload("scripts", "hello.sh", b"#!/bin/sh\necho hello\n")
+    resources.activate("scripts", "hello.sh", 1)
+    runner = RemoteRunner(store, tmp_path, None, resources, client=None)
+    shipped = runner.scripts("default", {"script": "hello.sh", "args": "x", "n": 3})
+    assert [s["name"] for s in shipped] == ["hello.sh"]  # "x" names no uploaded script
+
+    worker_home = tmp_path / "worker"
+    scripts = ShippedScripts(worker_home, shipped)
+    path = scripts.path("scripts", "hello.sh")
+    assert open(path, "rb").read() == b"#!/bin/sh\necho hello\n"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with pytest.raises(NotFound):
+        scripts.path("scripts", "other.sh")
