@@ -212,11 +212,15 @@ class WorkerClient:
 
     def workers(self, timeout=1.0):
         """The workers the broker knows: name, queues, concurrency, the calls they run."""
+        import concurrent.futures
+
         inspect = self.app.control.inspect(timeout=timeout)
         try:
-            queues = inspect.active_queues() or {}
-            active = inspect.active() or {}
-            stats = inspect.stats() or {}
+            # Each asks every worker and waits ``timeout`` for the answers: the three at once.
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                queues, active, stats = (f.result() or {} for f in [
+                    pool.submit(inspect.active_queues), pool.submit(inspect.active),
+                    pool.submit(inspect.stats)])
         except Exception as exc:  # noqa: BLE001
             raise WorkerError(f"broker {self.where()} unreachable: {exc}") from None
         result = []

@@ -315,3 +315,22 @@ def test_bad_executor_settings_are_refused_in_one_line(tmp_path):
     assert "must be a Redis URL" in result.stderr
     result = shoal.fails("worker", "start")
     assert "no broker" in result.stderr
+
+
+def test_a_detached_worker_runs_in_the_background(setup):
+    import re
+
+    shoal = setup.server()
+    worker_env = Shoal(setup.cloud)  # the worker's own SHOAL_HOME: its log and pid go there
+    result = worker_env.run("worker", "start", "--detach", "--broker", setup.redis.url,
+                            "--name", "d1@test", "--concurrency", 1)
+    pid = int(re.search(r"pid (\d+)", result.stdout).group(1))
+    try:
+        assert (setup.cloud / "workers" / f"d1@test-{pid}.pid").read_text() == str(pid)
+        names = wait_for("the worker known to the broker", lambda: [
+            w["Name"] for w in shoal.json("worker", "status")])
+        assert names == ["d1@test"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for("the worker gone", lambda: not os.path.exists(f"/proc/{pid}") or open(
+        f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z", timeout=60)
