@@ -128,7 +128,7 @@ class WorkerClient:
         """The outcome of ``pending``; None when ``cancelled()`` turned true first and the call
         was withdrawn, WorkerError when ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not pending.done.wait(0.2):
+        while not pending.done.wait(0.5):  # the outcome wakes it at once; 0.5 s: a cancel
             if cancelled is not None and pending.worker is None and cancelled():
                 if self.withdraw(pending):
                     return None
