@@ -227,9 +227,12 @@ def public_entry(entry, cls):
     """The provider entry a message carries: its sensitive fields left out (a worker has its
     own credentials, from its environment or the cloud's standard places)."""
     secret = {name for name, field in cls.fields.items() if field.sensitive}
-    fields = {k: v for k, v in (entry.get("provisioner") or {}).items() if k not in secret}
+    given = entry.get("provisioner") or {}
+    fields = {k: v for k, v in given.items() if k not in secret}
+    # Named, not sent: a worker that fails says which credentials it had to find itself.
+    withheld = sorted(k for k in given if k in secret and given[k] not in (None, ""))
     return {"name": entry["name"], "providertype": entry["providertype"],
-            "provisioner": fields}
+            "provisioner": fields, "withheld": withheld}
 
 
 def _message(provider, method, args):

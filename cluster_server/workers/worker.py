@@ -148,7 +148,13 @@ def outcome(calls, message, worker):
     try:
         return {"ok": True, "value": calls.execute(message), "worker": worker}
     except ShoalError as error:
-        return {"ok": False, "error": type(error).__name__, "message": error.message,
+        text = error.message
+        withheld = (message.get("provider") or {}).get("withheld")
+        if withheld and message.get("method") != "action":
+            text += (f" (provider {message['provider']['name']}: its {', '.join(withheld)} "
+                     "stay on the server; this worker uses the credentials of its own "
+                     "environment)")
+        return {"ok": False, "error": type(error).__name__, "message": text,
                 "details": error.details, "worker": worker}
     except Exception as exc:  # noqa: BLE001 (a plugin bug fails the call, readable)
         LOG.exception("call %s failed", message.get("method"))

@@ -26,8 +26,20 @@ def test_a_message_carries_no_sensitive_field():
 
     entry = {"name": "ec2", "providertype": "aws", "description": "x",
              "provisioner": {"api_user": "AKIA", "api_password": "s3cret", "region": "eu"}}
-    assert public_entry(entry, Cloud) == {"name": "ec2", "providertype": "aws",
-                                          "provisioner": {"region": "eu"}}
+    public = public_entry(entry, Cloud)
+    assert public == {"name": "ec2", "providertype": "aws", "provisioner": {"region": "eu"},
+                      "withheld": ["api_password", "api_user"]}
+    assert "s3cret" not in str(public) and "AKIA" not in str(public)
+
+
+def test_a_worker_without_the_credentials_says_so(tmp_path):
+    from cluster_server.workers.worker import outcome
+
+    entry = {"name": "ec2", "providertype": "no-such", "provisioner": {},
+             "withheld": ["api_password", "api_user"]}
+    failed = outcome(Calls(tmp_path), {"provider": entry, "method": "create", "args": {}}, "w9")
+    assert "its api_password, api_user stay on the server" in failed["message"]
+    assert "own environment" in failed["message"]
 
 
 def test_a_workers_error_is_raised_again_on_the_server_with_the_workers_name():
