@@ -334,3 +334,29 @@ def test_a_detached_worker_runs_in_the_background(setup):
         os.kill(pid, signal.SIGTERM)
     wait_for("the worker gone", lambda: not os.path.exists(f"/proc/{pid}") or open(
         f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z", timeout=60)
+
+
+def test_a_busy_worker_holds_no_task_another_could_run(setup):
+    """Prefetch 1 with late acknowledgement: a worker running a long action has reserved no
+    other task, so the rest of the operation goes on on the other worker meanwhile (with
+    Celery's default prefetch of 4, the busy worker would sit on some of them)."""
+    shoal = setup.server()
+    for i in (1, 2):
+        setup.worker(f"w{i}", concurrency=1)
+    hold = setup.cloud / "hold"
+    hold.write_text("")
+    import_catalog(setup, shoal, service_fields={"db": {"install": {"hold_while_exists": "hold"}}})
+    shoal.run("cluster", "create", "p1", "--template", "fake-stack", "--size", 3)
+    held = wait_for("db's INSTALL holding", lambda: [
+        e for e in checks.entries(setup.cloud, "p1")
+        if (e["service"], e["action"], e["event"]) == ("db", "INSTALL", "begin")])[0]
+    # Both app nodes get through INSTALL and CONFIGURE while one worker holds.
+    configured = wait_for("the app nodes configured", lambda: len([
+        e for e in checks.entries(setup.cloud, "p1")
+        if (e["service"], e["action"], e["event"]) == ("app", "CONFIGURE", "end")]) == 2)
+    assert configured
+    during = [e for e in checks.entries(setup.cloud, "p1") if e["node"] != held["node"]]
+    assert during and all(e["pid"] != held["pid"] for e in during)
+    hold.unlink()
+    cluster = wait_finished(shoal, "p1")
+    assert_exact(setup, cluster, 3)
