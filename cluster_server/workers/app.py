@@ -53,7 +53,13 @@ def make_app(broker):
     if not broker.startswith(("redis://", "rediss://", "unix://")):
         raise ValidationError(f"the broker must be a Redis URL (redis://HOST:PORT/DB), not "
                               f"{broker!r}", {"field": "SHOAL_BROKER", "reason": "not redis"})
-    transport = {"visibility_timeout": visibility_timeout()}
+    timeout = visibility_timeout()
+    transport = {"visibility_timeout": timeout}
+    if timeout < 60:
+        # Kombu looks for messages past their timeout every 10 x 10 s by default: with a short
+        # timeout (tests of a lost machine), look every half timeout.
+        transport.update(unacked_restore_interval=max(1, int(timeout / 2)),
+                         unacked_restore_throttle=1)
     app = Celery("shoal", broker=broker, backend=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],

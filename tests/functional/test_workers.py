@@ -39,9 +39,10 @@ class Setup:
         self.servers.append(shoal)
         return shoal
 
-    def worker(self, name, queues="shoal.default", concurrency=2):
-        worker = Worker(self.tmp, self.redis.url, f"{name}@test", queues, concurrency,
-                        env={"SHOAL_HOME": str(self.cloud)})
+    def worker(self, name, queues="shoal.default", concurrency=2, **settings):
+        env = {"SHOAL_HOME": str(self.cloud),
+               **{f"SHOAL_{k.upper()}": str(v) for k, v in settings.items()}}
+        worker = Worker(self.tmp, self.redis.url, f"{name}@test", queues, concurrency, env=env)
         self.workers.append(worker)
         return worker
 
@@ -360,3 +361,39 @@ def test_a_busy_worker_holds_no_task_another_could_run(setup):
     hold.unlink()
     cluster = wait_finished(shoal, "p1")
     assert_exact(setup, cluster, 3)
+
+
+def test_a_visibility_timeout_shorter_than_an_action_delivers_it_twice_harmlessly(setup):
+    """The Redis trap, shown with a 3 s visibility timeout (the default is 12 h): an action of
+    8 s is handed to a second worker while the first still runs it. Both runs are the same
+    idempotent action; the server takes the first outcome and the operation ends right. The
+    same short timeout is what moves the tasks of a whole worker machine lost (main process
+    and pool SIGKILLed): they are delivered again once it passes."""
+    shoal = setup.server(visibility_timeout=3)
+    for i in (1, 2, 3):
+        setup.worker(f"w{i}", concurrency=1, visibility_timeout=3)
+    import_catalog(setup, shoal, service_fields={"db": {"install": {"sleep": 8}}})
+    shoal.run("cluster", "create", "v1", "--template", "fake-stack", "--size", 2)
+    cluster = wait_finished(shoal, "v1")
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 2)
+    runs = [e for e in checks.entries(setup.cloud, "v1")
+            if (e["service"], e["action"], e["event"]) == ("db", "INSTALL", "begin")]
+    assert len(runs) >= 2 and len({e["pid"] for e in runs}) >= 2, runs
+
+    # A whole worker lost: its main process and pool SIGKILLed mid-action.
+    import_catalog(setup, shoal, service_fields={"db": {"install": {"sleep": 1}},
+                                                 "base": {"install": {"sleep": 1.5}}})
+    shoal.run("cluster", "create", "v2", "--template", "fake-stack", "--size", 3)
+    begun = wait_for("an INSTALL running", lambda: [
+        e for e in checks.entries(setup.cloud, "v2")
+        if (e["service"], e["action"], e["event"]) == ("base", "INSTALL", "begin")])[0]
+    lost = next(w for w in setup.workers if begun["pid"] in w.children())
+    for pid in [lost.pid, *lost.children()]:
+        os.kill(pid, signal.SIGKILL)
+    cluster = wait_finished(shoal, "v2")
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 3)
+    again = [e for e in checks.entries(setup.cloud, "v2")
+             if (e["node"], e["service"], e["action"]) == (begun["node"], "base", "INSTALL")]
+    assert [e["event"] for e in again][:2] == ["begin", "begin"] and again[-1]["event"] == "end"
