@@ -193,14 +193,17 @@ class RemoteRunner(TaskRunner):
         current = self.current
         task = current.task
         if task is None:
-            # A poll or a replacement (off any task's thread): no store row to note, a fresh id.
+            # Off any task's thread: a poll, a replacement, a health check or a drift look-up.
+            # No store row to note, a fresh id. A look (describe, find, a check's command) that
+            # no worker answers is dropped and asked again at its next round; a replacement's
+            # create or delete is waited for, as on threads.
             import uuid
 
             call_id = f"{method}-{uuid.uuid4().hex}"
-            poll = method == "describe"
+            look = method not in ("create", "delete")
             pending = self.client.send(call_id, _message(provider, method, args), provider.queue,
-                                       expires=POLL_EXPIRES if poll else None, fresh=True)
-            outcome = self.client.wait(pending, timeout=POLL_TIMEOUT if poll else None)
+                                       expires=POLL_EXPIRES if look else None, fresh=True)
+            outcome = self.client.wait(pending, timeout=POLL_TIMEOUT if look else None)
             self.client.forget(pending)
             return _value(outcome, method)
         # The call's id is fixed by the task and its attempt: a restarted server finds the
