@@ -30,6 +30,7 @@ setup(
         "PyYAML>=6.0",
         "paramiko>=3.4",
         "cryptography>=42",  # Fernet seals the store's secrets (paramiko needs it too)
+        "prometheus-client>=0.17",  # /api/v1/metrics in the text format Prometheus scrapes
     ],
     extras_require={
         "docker": ["docker>=7.0"],
