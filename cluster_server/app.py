@@ -58,9 +58,10 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
 
     app.metrics = metrics.registry(app.store, app.engine, app.health)
 
-    from cluster_server.api import catalog, clusters, envshell, health, meta, resources
+    from cluster_server.api import (catalog, clusters, envshell, health, meta, resources,
+                                    workers)
 
-    for module in (meta, catalog, clusters, health, resources, envshell):
+    for module in (meta, catalog, clusters, health, resources, envshell, workers):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp
