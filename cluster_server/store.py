@@ -123,6 +123,10 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, kind, name)
     );
     """,
+    # 5: task lists are read in pages in plan order (WHERE operation_id = ? AND seq > ?).
+    """
+    CREATE INDEX tasks_operation_seq ON tasks(operation_id, seq);
+    """,
 ]
 
 
