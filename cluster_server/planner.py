@@ -160,6 +160,47 @@ def plan_services(kind, nodes, services_catalog, targets=None, restart=False):
     return graph.finish()
 
 
+def count_change(old_nodes, new_nodes, services_catalog):
+    """The task counts by action of ``plan_change`` (JOINs, which run nothing, left out),
+    from a plan of one node of each kind: a node's own tasks depend only on its services
+    before and after, so each kind's sample counts for all its nodes. The sample meets the
+    same checks (a cycle among every node's tasks projects onto one among the samples', and
+    the samples' tasks are a part of the whole plan), so it fails where the whole plan would;
+    at 10,000 nodes it costs milliseconds where the whole plan costs seconds."""
+    old, new = _layout(old_nodes), _layout(new_nodes)
+    kinds = {}  # (services before or None, after or None) -> node ids
+    for node_id in old.keys() | new.keys():
+        kinds.setdefault((old.get(node_id), new.get(node_id)), []).append(node_id)
+    samples = {min(ids, key=natural_key): (before, after, len(ids))
+               for (before, after), ids in kinds.items()}
+    tasks = plan_change(
+        [{"id": n, "services": before} for n, (before, _, _) in samples.items() if before is not None],
+        [{"id": n, "services": after} for n, (_, after, _) in samples.items() if after is not None],
+        services_catalog)
+    return _weighted(tasks, {n: count for n, (_, _, count) in samples.items()})
+
+
+def count_services(kind, nodes, services_catalog, targets=None, restart=False):
+    """The task counts by action of ``plan_services``, from one node of each set of services
+    (as ``count_change``)."""
+    kinds = {}
+    for node_id, services in _layout(nodes).items():
+        kinds.setdefault(services, []).append(node_id)
+    samples = {min(ids, key=natural_key): (services, len(ids)) for services, ids in kinds.items()}
+    tasks = plan_services(kind, [{"id": n, "services": services}
+                                 for n, (services, _) in samples.items()],
+                          services_catalog, targets=targets, restart=restart)
+    return _weighted(tasks, {n: count for n, (_, count) in samples.items()})
+
+
+def _weighted(tasks, weights):
+    counts = {}
+    for task in tasks:
+        if task.action != JOIN:
+            counts[task.action] = counts.get(task.action, 0) + weights[task.node_id]
+    return counts
+
+
 def _layout(nodes):
     """Node id -> tuple of its services, rejecting a node id given twice."""
     layout = {}

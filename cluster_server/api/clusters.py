@@ -33,23 +33,29 @@ def _task(t):
             "depends_on": list(t.depends_on)}
 
 
+def _full():
+    return request.args.get("full") in ("1", "true", "yes")
+
+
 def _plan(result):
     """A plan's answer: the layout's groups and the task counts by action, or with ?full=1 also
-    every node and every task (streamed: 40,000 tasks at 10,000 nodes)."""
-    full = request.args.get("full") in ("1", "true", "yes")
-    actions = {}
-    for t in result["tasks"]:
-        if t.action != "JOIN":
-            actions[t.action] = actions.get(t.action, 0) + 1
+    every node and every task (streamed: 110,000 tasks at 10,000 nodes of three services)."""
+    if "counts" in result:
+        actions = result["counts"]
+    else:
+        actions = {}
+        for t in result["tasks"]:
+            if t.action != "JOIN":
+                actions[t.action] = actions.get(t.action, 0) + 1
     body = {"summary": {"tasks": sum(actions.values()), "actions": actions}}
     if "layout" in result:
         layout = result["layout"].to_dict()
-        if not full:
+        if "tasks" not in result:
             del layout["nodes"]
         body["layout"] = layout
         body["groups"] = result["layout"].groups()
         body["summary"]["nodes"] = len(result["layout"].nodes)
-    if not full:
+    if "tasks" not in result:
         return jsonify(body)
     return paging.stream_object(body, "tasks", result["tasks"], _task)
 
@@ -82,7 +88,8 @@ def plan_new():
     ?full=1 every node and every task a create would run)."""
     data = json_body()
     result = operations.create(current_app.store, g.tenant,
-                               {**data, "name": data.get("name") or "plan", "dry_run": True})
+                               {**data, "name": data.get("name") or "plan", "dry_run": True,
+                                "full": _full()})
     return _plan(result)
 
 
@@ -232,6 +239,7 @@ def plan_existing(name):
     data = json_body()
     kind = data.pop("operation")
     data["dry_run"] = True
+    data["full"] = _full()
     if kind in CHANGES:
         result = operations.change(store, g.tenant, name, kind, data)
     elif kind in SERVICE_OPS:
