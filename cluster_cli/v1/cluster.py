@@ -104,7 +104,7 @@ def _counts(counts):
 class PlanCluster(ShoalLister):
     """Show the layout and the tasks an operation would run, without running anything.
 
-    By default: the node groups and the task counts by action; --tasks lists every task."""
+    By default the node groups and the task counts by action; --tasks lists every task."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
