@@ -133,7 +133,7 @@ def operation(server, *args):
     two of them."""
     main, child = pty.openpty()
     start = time.perf_counter()
-    proc = subprocess.Popen([SHOAL, *args, "--wait"], env=server.env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([SHOAL, *map(str, args), "--wait"], env=server.env, stdout=subprocess.DEVNULL,
                             stderr=child)
     os.close(child)
     stamps, text = [], b""

@@ -171,8 +171,7 @@ def count_change(old_nodes, new_nodes, services_catalog):
     kinds = {}  # (services before or None, after or None) -> node ids
     for node_id in old.keys() | new.keys():
         kinds.setdefault((old.get(node_id), new.get(node_id)), []).append(node_id)
-    samples = {min(ids, key=natural_key): (before, after, len(ids))
-               for (before, after), ids in kinds.items()}
+    samples = {ids[0]: (before, after, len(ids)) for (before, after), ids in kinds.items()}
     tasks = plan_change(
         [{"id": n, "services": before} for n, (before, _, _) in samples.items() if before is not None],
         [{"id": n, "services": after} for n, (_, after, _) in samples.items() if after is not None],
@@ -186,7 +185,7 @@ def count_services(kind, nodes, services_catalog, targets=None, restart=False):
     kinds = {}
     for node_id, services in _layout(nodes).items():
         kinds.setdefault(services, []).append(node_id)
-    samples = {min(ids, key=natural_key): (services, len(ids)) for services, ids in kinds.items()}
+    samples = {ids[0]: (services, len(ids)) for services, ids in kinds.items()}
     tasks = plan_services(kind, [{"id": n, "services": services}
                                  for n, (services, _) in samples.items()],
                           services_catalog, targets=targets, restart=restart)

@@ -49,10 +49,7 @@ def _plan(result):
                 actions[t.action] = actions.get(t.action, 0) + 1
     body = {"summary": {"tasks": sum(actions.values()), "actions": actions}}
     if "layout" in result:
-        layout = result["layout"].to_dict()
-        if "tasks" not in result:
-            del layout["nodes"]
-        body["layout"] = layout
+        body["layout"] = result["layout"].to_dict(nodes="tasks" in result)
         body["groups"] = result["layout"].groups()
         body["summary"]["nodes"] = len(result["layout"].nodes)
     if "tasks" not in result:
