@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import pty
+import re
 import subprocess
 import sys
 import tempfile
@@ -127,16 +128,17 @@ class Server:
 
 
 def operation(server, *args):
-    """Run an operation with --wait, its stderr on a terminal (as a user sees it: the progress
-    line is rewritten at each poll): wall time, time to the first progress line (the request
-    that plans and stores the operation), the number of updates and the longest wait between
-    two of them."""
+    """Run an operation with --wait, its stderr on a terminal (as a user sees it: the line is
+    rewritten at each poll, and every 0.5 s with the time elapsed): wall time, time to the first
+    progress line (the request that plans and stores the operation), the number of rewrites, the
+    longest wait between two rewrites, and the longest wait between two changes of what the
+    line says besides the time (the server's answers)."""
     main, child = pty.openpty()
     start = time.perf_counter()
-    proc = subprocess.Popen([SHOAL, *map(str, args), "--wait"], env=server.env, stdout=subprocess.DEVNULL,
-                            stderr=child)
+    proc = subprocess.Popen([SHOAL, *map(str, args), "--wait"], env=server.env,
+                            stdout=subprocess.DEVNULL, stderr=child)
     os.close(child)
-    stamps, text = [], b""
+    stream, stamps = b"", []  # every byte written, and when each rewrite (a CR) came
     while True:
         try:
             chunk = os.read(main, 65536)
@@ -144,16 +146,21 @@ def operation(server, *args):
             break
         if not chunk:
             break
-        now = time.perf_counter()
-        stamps += [now] * chunk.count(b"\r")
-        text = (text + chunk)[-4000:]
+        stamps += [time.perf_counter()] * chunk.count(b"\r")
+        stream += chunk
     os.close(main)
     proc.wait()
     wall = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"shoal {' '.join(args)} failed: {text.decode(errors='replace')}")
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return wall, (stamps[0] - start if stamps else wall), max(gaps, default=0.0), len(stamps)
+        raise SystemExit(f"shoal {' '.join(map(str, args))} failed: "
+                         f"{stream[-4000:].decode(errors='replace')}")
+    texts = [re.sub(rb"\s*\[\d+ s\]\s*$", b"", text) for text in stream.split(b"\r")[1:]]
+    writes = list(zip(stamps, texts))
+    stamps = [at for at, _ in writes]
+    changes = [at for i, (at, text) in enumerate(writes) if i == 0 or text != writes[i - 1][1]]
+    longest = lambda times: max((b - a for a, b in zip(times, times[1:])), default=0.0)  # noqa
+    return {"wall": wall, "first": stamps[0] - start if stamps else wall,
+            "updates": len(stamps), "gap": longest(stamps), "data_gap": longest(changes)}
 
 
 def measure(size, repeat, create):
@@ -177,12 +184,11 @@ def measure(size, repeat, create):
             row["cli_full"], _ = best(lambda: server.timed(*plan, "-f", "json", "--full")[0],
                                       repeat)
             if create:
-                wall, first, gap, updates = operation(server, "cluster", "create", "big",
-                                                      "--template", TEMPLATE, "--size", size)
+                made = operation(server, "cluster", "create", "big", "--template", TEMPLATE,
+                                 "--size", size)
                 total = json.loads(server.api("GET", "/clusters/big/tasks?limit=1")[1])
                 op = json.loads(server.api("GET", f"/operations/{total[0]['operation']}")[1])
-                row.update(create=wall, create_tasks=op["total"], create_gap=gap,
-                           create_updates=updates, create_first=first)
+                row.update({f"create_{k}": v for k, v in made.items()}, create_tasks=op["total"])
                 row["cli_show"], _ = best(lambda: server.timed("cluster", "show", "big")[0],
                                           repeat)
                 row["cli_tasks"], _ = best(lambda: server.timed("task", "list", "big")[0],
@@ -194,9 +200,8 @@ def measure(size, repeat, create):
                 row["api_show_all"], _ = best(lambda: server.api("GET", "/clusters/big")[0], 1)
                 row["api_tasks_all"], _ = best(
                     lambda: server.api("GET", "/clusters/big/tasks")[0], 1)
-                wall, first, gap, updates = operation(server, "cluster", "delete", "big")
-                row.update(delete=wall, delete_gap=gap, delete_updates=updates,
-                           delete_first=first)
+                gone = operation(server, "cluster", "delete", "big")
+                row.update({f"delete_{k}": v for k, v in gone.items()})
                 row["delete_tasks"] = delete_task_count(server)
             row["rss"] = server.peak_rss()
         finally:
@@ -228,13 +233,14 @@ def report(row):
     print(f"plan, CLI (default)           {ms(row['cli_plan'])}  = "
           f"{row['cli_plan'] / row['solve']:.0f}x the solver alone (target 20x)")
     print(f"plan, CLI -f json --full      {ms(row['cli_full'])}")
-    if "create" in row:
+    if "create_wall" in row:
         for kind in ("create", "delete"):
-            tasks = row[f"{kind}_tasks"]
-            print(f"{kind:<6} --wait                {row[kind]:.1f} s, {tasks:,} tasks, "
-                  f"{tasks / row[kind]:,.0f} tasks/s; first progress after "
-                  f"{row[f'{kind}_first']:.1f} s, then {row[f'{kind}_updates']} updates, "
-                  f"longest wait {row[f'{kind}_gap']:.2f} s")
+            tasks, wall = row[f"{kind}_tasks"], row[f"{kind}_wall"]
+            print(f"{kind:<6} --wait                {wall:.1f} s, {tasks:,} tasks, "
+                  f"{tasks / wall:,.0f} tasks/s; first progress after "
+                  f"{row[f'{kind}_first']:.1f} s, then {row[f'{kind}_updates']} rewrites, "
+                  f"longest wait {row[f'{kind}_gap']:.2f} s (between new figures "
+                  f"{row[f'{kind}_data_gap']:.2f} s)")
         print(f"cluster show, CLI (default)   {ms(row['cli_show'])}")
         print(f"task list, CLI (default)      {ms(row['cli_tasks'])}")
         print(f"API first page of 100         show {ms(row['api_show'])}, "
