@@ -13,6 +13,7 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
+from cluster_server.health import state as health_state
 
 bp = Blueprint("clusters", __name__)
 
@@ -31,6 +32,10 @@ TASK = {"task_id": pattern(re.compile(r"op-[0-9a-f]{12}/[A-Za-z0-9._:*-]{1,300}"
 def _task(t):
     return {"id": t.id, "node": t.node_id, "action": t.action, "service": t.service,
             "depends_on": list(t.depends_on)}
+
+
+def _tasks(tasks):
+    return [_task(t) for t in tasks]
 
 
 def _full():
@@ -106,14 +111,20 @@ def create_cluster():
 def list_clusters():
     """Every cluster (deleted ones only with ?all=1)."""
     everything = request.args.get("all") in ("1", "true")
-    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
+    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at, c.id,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
              " ('DELETED', 'REMOVING')) FROM clusters c WHERE c.tenant = ?")
     if not everything:
         query += " AND c.status != 'DELETED'"
-    rows = current_app.store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+    store = current_app.store
+    with store.snapshot():
+        rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+        health = health_state.summaries(store, [r[5] for r in rows])
+        drifted = {cluster_id for (cluster_id,) in store.db.execute(
+            "SELECT cluster_id FROM drift WHERE drifted = 1")}
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
-                     "created_at": r[4], "nodes": r[5]} for r in rows])
+                     "created_at": r[4], "nodes": r[6], "health": health[r[5]][0],
+                     "drifted": r[5] in drifted} for r in rows])
 
 
 NODE_COLUMNS = "rowid, id, hostname, hardwaretype, imagetype, services, status, facts"
@@ -138,7 +149,8 @@ def cluster_view(store, cluster, limit=None, after=None):
                      "services": node["services"], "hardwaretype": node["hardwaretype"],
                      "imagetype": node["imagetype"],
                      "address": resource.get("addresses", {}).get("access_v4", ""),
-                     "ports": resource.get("extra", {}).get("ports")})
+                     "ports": resource.get("extra", {}).get("ports"),
+                     "metrics": node["facts"].get("metrics") or {}})
     counts = dict(store.db.execute(f"SELECT status, COUNT(*) FROM nodes WHERE {LIVE_NODES}"
                                    " GROUP BY status ORDER BY status", [cluster["id"]]))
     templates = cluster["spec"]["template"].get("links", [])
@@ -157,7 +169,10 @@ def cluster_view(store, cluster, limit=None, after=None):
                  for link in templates]
     op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    health, reason = health_state.summaries(store, [cluster["id"]])[cluster["id"]]
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
+            "health": health, "health_reason": reason,
+            "drift": health_state.drift(store, cluster["id"]),
             "template": cluster["template"], "provider": cluster["provider"],
             "services": sorted(cluster["spec"]["services"]), "size": sum(counts.values()),
             "node_counts": counts, "nodes": view, "next": cursor, "links": links,
