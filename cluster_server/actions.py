@@ -293,7 +293,7 @@ class TaskRunner:
                                 "node": {"id": node["id"], "hostname": node["hostname"]},
                                 # The cluster as the macros saw it (automators that hand
                                 # cluster facts to their tool, as ansible does).
-                                "cluster": ctx["cluster"], "nodes": ctx["nodes"]},
+                                "cluster": ctx.cluster, "nodes": ctx.nodes},
                                transport)
         output = (result.stdout or "") + (result.stderr or "")
         if result.exit_code != 0:
