@@ -74,9 +74,8 @@ class Server:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         self.env.update(SHOAL_HOME=str(self.home), SHOAL_DEFAULT_CATALOG="0")
 
-    def run(self, *args, stderr_lines=None, check=True):
-        """Run the CLI; with ``stderr_lines`` (a list), each stderr line is appended with the
-        time it came."""
+    def run(self, *args, check=True):
+        """Run the CLI; its stdout."""
         proc = subprocess.Popen([SHOAL, *map(str, args)], env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         errors = []
@@ -84,8 +83,6 @@ class Server:
         def read_errors():
             for line in proc.stderr:
                 errors.append(line.decode())
-                if stderr_lines is not None:
-                    stderr_lines.append((time.perf_counter(), line.decode()))
 
         reader = threading.Thread(target=read_errors)
         reader.start()
