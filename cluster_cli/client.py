@@ -66,6 +66,7 @@ class Client:
         self.tenant = tenant or os.environ.get("SHOAL_TENANT")
         self._conn = None
         self._url = None
+        self.headers = {}
 
     def url(self):
         if self._url:
@@ -99,7 +100,10 @@ class Client:
                                   "so it writes SHOAL_HOME/token", code="unauthorized") from None
         return self.token
 
-    def _raw(self, method, url, path, body, quiet=False, raw_body=None):
+    def _raw(self, method, url, path, body, quiet=False, raw_body=None, sink=None):
+        """The answer's JSON; with ``sink`` (a binary file), a successful answer's bytes are
+        copied to it as they come instead, and None is returned. ``self.headers`` keeps the
+        last answer's headers (a page's cursor)."""
         host, port = split_url(url, "server URL")
         headers = {"Authorization": "Bearer " + self._token(), "Accept": "application/json"}
         if self.tenant:
@@ -116,6 +120,11 @@ class Client:
                 self._conn = http.client.HTTPConnection(host, port, timeout=None)
             self._conn.request(method, path, body=data, headers=headers)
             response = self._conn.getresponse()
+            self.headers = response.headers
+            if sink is not None and response.status < 400:
+                while chunk := response.read1(1 << 16):
+                    sink.write(chunk)
+                return None
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._conn = None
@@ -133,17 +142,31 @@ class Client:
                               status=response.status)
         return payload
 
-    def request(self, method, path, body=None, params=None):
+    def request(self, method, path, body=None, params=None, sink=None):
         if params:
             query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
             path = f"{path}?{query}" if query else path
-        return self._raw(method, self.url(), "/api/v1" + path, body)
+        return self._raw(method, self.url(), "/api/v1" + path, body, sink=sink)
 
     def get(self, path, **params):
         return self.request("GET", path, params=params)
 
-    def post(self, path, body=None):
-        return self.request("POST", path, body if body is not None else {})
+    def post(self, path, body=None, sink=None, **params):
+        return self.request("POST", path, body if body is not None else {}, params=params,
+                            sink=sink)
+
+    def pages(self, path, limit=None, page=10_000, **params):
+        """The rows of a paged list (``?limit=&after=``), following the X-Shoal-Next cursor:
+        at most ``limit`` rows (all when None), and whether more were left."""
+        rows, after = [], None
+        while True:
+            size = page if limit is None else min(page, limit - len(rows))
+            rows += self.get(path, limit=size, after=after, **params)
+            after = self.headers.get("X-Shoal-Next")
+            if after is None:
+                return rows, False
+            if limit is not None and len(rows) >= limit:
+                return rows, True
 
     def put(self, path, body):
         return self.request("PUT", path, body)

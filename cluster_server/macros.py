@@ -44,8 +44,16 @@ def expand(value, ctx, missing=None):
     the service's last node and ``instance.self.service.X`` on a node without X. Text that is not a
     macro is left as is; a malformed macro (``%host.service.%``) raises ValidationError.
     """
-    context = _Context(ctx)
+    context = ctx if isinstance(ctx, _Context) else _Context(ctx)
     return _walk(value, lambda text: _scan(text, lambda macro: context.evaluate(macro, missing)))
+
+
+def prepare(ctx):
+    """``ctx`` made ready for many expansions: its nodes sorted and indexed once. A cluster of
+    10,000 nodes runs 80,000 actions, each expanding its fields and the cluster's config; each
+    sorting and scanning every node again made an operation quadratic. ``.bound({"cluster",
+    "self"})`` gives the same nodes as seen from one node."""
+    return _Context(ctx)
 
 
 def validate(value):
@@ -203,19 +211,33 @@ class _Parser:
 class _Context:
     """The cluster as the macros see it, with each service's nodes in natural id order."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, shared=None):
         self.cluster = ctx.get("cluster") or {}
         self.resources = ctx.get("resources") or {}
         self.self_id = ctx.get("self")
-        self.nodes = sorted(ctx.get("nodes") or (), key=lambda node: natural_key(node["id"]))
+        if shared is None:
+            nodes = sorted(ctx.get("nodes") or (), key=lambda node: natural_key(node["id"]))
+            shared = (nodes, {}, {node["id"]: node for node in nodes})
+        # The nodes, each service's nodes (filled as macros ask), the nodes by id: read-only
+        # once made, so contexts bound to different nodes share them across threads.
+        self.shared = shared
+        self.nodes, self.by_service, self.by_id = shared
+
+    def bound(self, ctx):
+        """This context's nodes, seen from ``ctx["self"]`` with ``ctx["cluster"]``."""
+        return _Context(ctx, self.shared)
 
     def nodes_with(self, service):
-        return [node for node in self.nodes if service in (node.get("services") or ())]
+        found = self.by_service.get(service)
+        if found is None:
+            found = self.by_service[service] = [
+                node for node in self.nodes if service in (node.get("services") or ())]
+        return found
 
     def self_node(self):
-        for node in self.nodes:
-            if node["id"] == self.self_id:
-                return node
+        node = self.by_id.get(self.self_id)
+        if node is not None:
+            return node
         raise ValidationError(f"Node '{self.self_id}' is not in the cluster",
                               {"node": self.self_id})
 

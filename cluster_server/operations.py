@@ -246,6 +246,9 @@ def create(store, tenant, data):
     template, view, layout = solve_request(store, tenant, data)
     nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     resources = template.get("resources", {})
+    if data.get("dry_run") and not data.get("full"):
+        return {"layout": layout, "counts": planner.count_change([], nodes, view.services,
+                                                                      new_resources=sorted(resources))}
     tasks = planner.plan_change([], nodes, view.services, new_resources=sorted(resources))
     if data.get("dry_run"):
         # A plan shows the layout even before the plugins are installed (e.g. a Coopr catalog
@@ -326,6 +329,9 @@ def change(store, tenant, name, kind, data):
     fresh = iter(_next_node_ids(current, layout.added))
     new_nodes = [dict(n, id=n["id"] or next(fresh)) for n in layout.nodes]
     services_catalog = {**spec["services"], **{s: view.services[s] for s in layout.services}}
+    if data.get("dry_run") and not data.get("full"):
+        return {"layout": layout, "counts": planner.count_change(old, new_nodes,
+                                                                 services_catalog)}
     tasks = planner.plan_change(old, new_nodes, services_catalog)
     if data.get("dry_run"):
         return {"layout": layout, "tasks": tasks}
@@ -359,7 +365,12 @@ def delete(store, tenant, name, data):
     current = node_rows(store, cluster["id"])
     old = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
     resources = [r["name"] for r in managed_records.rows(store, cluster["id"])]
-    tasks = planner.plan_change(old, [], cluster["spec"]["services"], old_resources=resources)
+    if data.get("dry_run") and not data.get("full"):
+        counts = planner.count_change(old, [], cluster["spec"]["services"],
+                                      old_resources=resources)
+        return {"counts": {**counts, "CLEANUP": 1}}
+    tasks = planner.plan_change(old, [], cluster["spec"]["services"],
+                                old_resources=resources)
     deletes = tuple(t.id for t in tasks if t.action == planner.DELETE)
     # Last, whatever the provider still holds for the cluster (found by label) and the
     # cluster's own resources (networks, security groups).
@@ -387,6 +398,9 @@ def services_op(store, tenant, name, kind, data):
     config = data.get("config")
     current = node_rows(store, cluster["id"])
     nodes = [{k: n[k] for k in ("id", "services", "hardwaretype", "imagetype")} for n in current]
+    if data.get("dry_run") and not data.get("full"):
+        return {"counts": planner.count_services(kind, nodes, cluster["spec"]["services"],
+                                                 targets=targets, restart=restart)}
     tasks = planner.plan_services(kind, nodes, cluster["spec"]["services"], targets=targets,
                                   restart=restart)
     if data.get("dry_run"):

@@ -180,6 +180,48 @@ def plan_services(kind, nodes, services_catalog, targets=None, restart=False):
     return graph.finish()
 
 
+def count_change(old_nodes, new_nodes, services_catalog, old_resources=(), new_resources=()):
+    """The task counts by action of ``plan_change`` (JOINs, which run nothing, left out),
+    from a plan of one node of each kind: a node's own tasks depend only on its services
+    before and after, so each kind's sample counts for all its nodes. The sample meets the
+    same checks (a cycle among every node's tasks projects onto one among the samples', and
+    the samples' tasks are a part of the whole plan), so it fails where the whole plan would;
+    at 10,000 nodes it costs milliseconds where the whole plan costs seconds."""
+    old, new = _layout(old_nodes), _layout(new_nodes)
+    kinds = {}  # (services before or None, after or None) -> node ids
+    for node_id in old.keys() | new.keys():
+        kinds.setdefault((old.get(node_id), new.get(node_id)), []).append(node_id)
+    samples = {ids[0]: (before, after, len(ids)) for (before, after), ids in kinds.items()}
+    tasks = plan_change(
+        [{"id": n, "services": before} for n, (before, _, _) in samples.items() if before is not None],
+        [{"id": n, "services": after} for n, (_, after, _) in samples.items() if after is not None],
+        services_catalog, old_resources, new_resources)
+    weights = {n: count for n, (_, _, count) in samples.items()}
+    weights.update({resource_node(name): 1 for name in {*old_resources, *new_resources}})
+    return _weighted(tasks, weights)
+
+
+def count_services(kind, nodes, services_catalog, targets=None, restart=False):
+    """The task counts by action of ``plan_services``, from one node of each set of services
+    (as ``count_change``)."""
+    kinds = {}
+    for node_id, services in _layout(nodes).items():
+        kinds.setdefault(services, []).append(node_id)
+    samples = {ids[0]: (services, len(ids)) for services, ids in kinds.items()}
+    tasks = plan_services(kind, [{"id": n, "services": services}
+                                 for n, (services, _) in samples.items()],
+                          services_catalog, targets=targets, restart=restart)
+    return _weighted(tasks, {n: count for n, (_, count) in samples.items()})
+
+
+def _weighted(tasks, weights):
+    counts = {}
+    for task in tasks:
+        if task.action != JOIN:
+            counts[task.action] = counts.get(task.action, 0) + weights[task.node_id]
+    return counts
+
+
 def plan_restart(instances, services_catalog):
     """Restart single service instances where they are: STOP then START on each (node id,
     service) pair, nothing else. What supervision runs for an instance whose health check
@@ -415,8 +457,27 @@ class _Graph:
                 self._contract(join)
         return self._ordered()
 
+    def _has_cycle(self):
+        """Kahn's count: the vertices that never become ready are on or behind a cycle. A tenth
+        of graphlib's cost at 10,000 nodes (graphlib builds an object per vertex and always
+        searches for a cycle); graphlib is asked only to name the cycle once one is known."""
+        waiting = {vertex: len(deps) for vertex, deps in self.deps.items()}
+        ready = [vertex for vertex, count in waiting.items() if count == 0]
+        seen = 0
+        succs = self.succs
+        while ready:
+            vertex = ready.pop()
+            seen += 1
+            for succ in succs[vertex]:
+                waiting[succ] -= 1
+                if not waiting[succ]:
+                    ready.append(succ)
+        return seen < len(waiting)
+
     def _check_cycles(self):
         """Reject a cycle before anything runs, naming the services on it."""
+        if not self._has_cycle():
+            return
         try:
             graphlib.TopologicalSorter(self.deps).prepare()
         except graphlib.CycleError as error:
@@ -429,27 +490,40 @@ class _Graph:
             raise PlanError("Dependency cycle among services: " + ", ".join(services),
                             {"services": services, "tasks": cycle}) from None
 
-    def _key(self, vertex):
-        node_id, action, service = self.info[vertex]
-        rank = _JOIN_RANK[vertex.split(":")[1]] if action == JOIN else _RANK[action]
-        return (rank, natural_key(node_id or ""), service or "", vertex)
-
     def _ordered(self):
         """Kahn's algorithm, always taking the smallest ready task: deterministic, readable."""
-        waiting = {vertex: len(deps) for vertex, deps in self.deps.items()}
-        ready = [(self._key(v), v) for v, n in waiting.items() if n == 0]
+        info, succs, deps = self.info, self.succs, self.deps
+        node_keys = {}  # a node's natural key, computed once for its 4 to 30 tasks
+
+        def key(vertex):
+            node_id, action, service = info[vertex]
+            rank = _JOIN_RANK[vertex.split(":")[1]] if action == JOIN else _RANK[action]
+            node_key = node_keys.get(node_id)
+            if node_key is None:
+                node_key = node_keys[node_id] = natural_key(node_id or "")
+            return (rank, node_key, service or "", vertex)
+
+        # Keys are unique (the vertex is in each): one sort gives every vertex its place, and
+        # the heap then compares small integers instead of tuples.
+        by_key = sorted(deps, key=key)
+        place = {vertex: i for i, vertex in enumerate(by_key)}
+        waiting = {vertex: len(vertex_deps) for vertex, vertex_deps in deps.items()}
+        ready = [place[v] for v, n in waiting.items() if n == 0]
         heapq.heapify(ready)
         position = {}
+        pop, push = heapq.heappop, heapq.heappush
         while ready:
-            _, vertex = heapq.heappop(ready)
+            vertex = by_key[pop(ready)]
             position[vertex] = len(position)
-            for succ in self.succs[vertex]:
+            for succ in succs[vertex]:
                 waiting[succ] -= 1
-                if waiting[succ] == 0:
-                    heapq.heappush(ready, (self._key(succ), succ))
+                if not waiting[succ]:
+                    push(ready, place[succ])
         tasks = []
         for vertex in position:
-            node_id, action, service = self.info[vertex]
-            depends_on = tuple(sorted(self.deps[vertex], key=position.__getitem__))
+            node_id, action, service = info[vertex]
+            vertex_deps = deps[vertex]
+            depends_on = (tuple(sorted(vertex_deps, key=position.__getitem__))
+                          if len(vertex_deps) > 1 else tuple(vertex_deps))
             tasks.append(TaskSpec(vertex, node_id, action, service, depends_on))
         return tasks

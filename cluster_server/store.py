@@ -153,6 +153,31 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN queue TEXT;
     ALTER TABLE tasks ADD COLUMN worker TEXT;
     """,
+    # task lists are read in pages in plan order (WHERE operation_id = ? AND seq > ?).
+    """
+    CREATE INDEX tasks_operation_seq ON tasks(operation_id, seq);
+    """,
+    # a cluster's nodes_version changes whenever what macros see of its nodes changes (a
+    # node comes or goes, or its services, host name or addresses change), whoever writes it:
+    # the runner keeps each cluster's macro context until then, instead of reading every node
+    # for every action.
+    """
+    ALTER TABLE clusters ADD COLUMN nodes_version INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER nodes_version_insert AFTER INSERT ON nodes BEGIN
+        UPDATE clusters SET nodes_version = nodes_version + 1 WHERE id = NEW.cluster_id;
+    END;
+    CREATE TRIGGER nodes_version_delete AFTER DELETE ON nodes BEGIN
+        UPDATE clusters SET nodes_version = nodes_version + 1 WHERE id = OLD.cluster_id;
+    END;
+    CREATE TRIGGER nodes_version_update AFTER UPDATE ON nodes
+    WHEN OLD.services IS NOT NEW.services OR OLD.hostname IS NOT NEW.hostname
+        OR OLD.id IS NOT NEW.id OR OLD.cluster_id IS NOT NEW.cluster_id
+        OR (OLD.status IN ('REMOVING', 'DELETED')) IS NOT (NEW.status IN ('REMOVING', 'DELETED'))
+        OR json_extract(OLD.facts, '$.resource') IS NOT json_extract(NEW.facts, '$.resource')
+    BEGIN
+        UPDATE clusters SET nodes_version = nodes_version + 1 WHERE id = NEW.cluster_id;
+    END;
+    """,
     # managed cloud databases a cluster's template asks for (cluster_server/
     # managed). ``facts`` is what the cloud said (no secret); ``secret`` the generated password,
     # always sealed with the store's key.
@@ -239,9 +264,15 @@ class Store:
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number in done:
                     continue
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                # A trigger's body holds ';' of its own: a statement ends at a ';' that
+                # completes it.
+                statement = ""
+                for piece in script.split(";"):
+                    statement += piece + ";"
+                    if sqlite3.complete_statement(statement):
+                        if statement.strip(" \n;"):
+                            db.execute(statement)
+                        statement = ""
                 db.execute("INSERT INTO schema_migrations (version) VALUES (?)", [number])
 
     # -- secrets at rest ---------------------------------------------------------------------

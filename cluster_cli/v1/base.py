@@ -39,6 +39,22 @@ def positive_int(text):
     return value
 
 
+def add_limit(parser, what, default=1000):
+    """--limit N: the first N rows of a long list (0: all of them)."""
+    parser.add_argument("--limit", type=non_negative_int, default=default, metavar="N",
+                        help=f"show at most N {what} (default {default}; 0: all)")
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not '{text}'")
+    return value
+
+
 def cell(value, parsed_args):
     """Nested values print as JSON in table/value/csv output and stay nested in json/yaml."""
     if isinstance(value, (dict, list)) and getattr(parsed_args, "formatter", "") not in (

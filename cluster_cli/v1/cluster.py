@@ -1,11 +1,13 @@
 """``shoal cluster ...`` and ``shoal task ...``: plan, create and change clusters, follow their work."""
 
 import json
+import sys
 import time
 
 from cluster_cli import files, progress
 from cluster_cli.client import ClientError, segment
-from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne, positive_int
+from cluster_cli.v1.base import (ShoalCommand, ShoalLister, ShoalShowOne, add_limit,
+                                 positive_int)
 
 GROUP_COLUMNS = ("Count", "Services", "Hardware", "Image", "Cost")
 
@@ -95,8 +97,14 @@ class _Operation(ShoalCommand):
                       f"'shoal cluster events {name}'")
 
 
+def _counts(counts):
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
 class PlanCluster(ShoalLister):
-    """Show the layout and the tasks an operation would run, without running anything."""
+    """Show the layout and the tasks an operation would run, without running anything.
+
+    By default the node groups and the task counts by action; --tasks lists every task."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -109,10 +117,13 @@ class PlanCluster(ShoalLister):
                                                     "delete"),
                             help="what to plan on the existing cluster NAME")
         parser.add_argument("--restart", action="store_true", help="with reconfigure")
+        parser.add_argument("--tasks", "--full", dest="full", action="store_true",
+                            help="list every task (with -f json: the whole plan, every node "
+                                 "and task, as the server streams it)")
         add_layout_options(parser)
         return parser
 
-    def take_action(self, parsed_args):
+    def request(self, parsed_args):
         if parsed_args.name:
             if not parsed_args.operation:
                 raise ClientError("give --operation to plan a change of an existing cluster")
@@ -123,13 +134,25 @@ class PlanCluster(ShoalLister):
                 body["services"] = _names(parsed_args.services)
             if parsed_args.restart:
                 body["restart"] = True
-            result = self.client.post(f"/clusters/{segment(parsed_args.name)}/plan", body)
-        else:
-            if not parsed_args.template or parsed_args.size is None:
-                raise ClientError("give --template and --size to plan a new cluster")
-            result = self.client.post("/clusters/plan", layout_request(parsed_args))
+            return f"/clusters/{segment(parsed_args.name)}/plan", body
+        if not parsed_args.template or parsed_args.size is None:
+            raise ClientError("give --template and --size to plan a new cluster")
+        return "/clusters/plan", layout_request(parsed_args)
+
+    def take_action(self, parsed_args):
+        path, body = self.request(parsed_args)
+        self.result = None
+        if parsed_args.full and parsed_args.formatter == "json":
+            # 40,000 tasks at 10,000 nodes: copied through as they come, never parsed here.
+            self.app.stdout.flush()
+            out = getattr(self.app.stdout, "buffer", None) or sys.stdout.buffer
+            self.client.post(path, body, sink=out, full=1)
+            out.flush()
+            return (), []
+        result = self.client.post(path, body, full=1 if parsed_args.full else None)
         self.result = result
-        tasks = [t for t in result["tasks"] if t["action"] != "JOIN"]
+        summary = result["summary"]
+        line = f"{summary['tasks']} tasks: {_counts(summary['actions']) or 'none'}"
         if "layout" in result:
             layout = result["layout"]
             changes = ""
@@ -137,16 +160,21 @@ class PlanCluster(ShoalLister):
                 changes = (f"; adds {layout['added']} node(s), removes "
                            f"{', '.join(layout['removed']) or 'none'}, changes "
                            f"{', '.join(layout['changed']) or 'none'}")
-            self.warn(f"{len(layout['nodes'])} nodes on {layout['provider']}, total cost "
-                      f"{layout['cost']:g}{changes}; {len(tasks)} tasks")
+            line = (f"{summary['nodes']} nodes on {layout['provider']}, total cost "
+                    f"{layout['cost']:g}{changes}; {line}")
+        self.warn(line)
+        if parsed_args.full:
+            return ("Node", "Action", "Service"), [(t["node"], t["action"], t["service"] or "")
+                                                  for t in result["tasks"]
+                                                  if t["action"] != "JOIN"]
+        if "layout" in result:
             return GROUP_COLUMNS, _group_rows(result["groups"])
-        self.warn(f"{len(tasks)} tasks")
-        return ("Node", "Action", "Service"), [(t["node"], t["action"], t["service"] or "")
-                                              for t in tasks]
+        return ("Action", "Tasks"), list(summary["actions"].items())
 
     def produce_output(self, parsed_args, column_names, data):
-        if parsed_args.formatter == "json":  # the whole plan, not just the table
-            self.app.stdout.write(json.dumps(self.result, indent=2) + "\n")
+        if parsed_args.formatter == "json":  # the whole answer, not just the table
+            if self.result is not None:
+                self.app.stdout.write(json.dumps(self.result, indent=2) + "\n")
             return 0
         return super().produce_output(parsed_args, column_names, data)
 
@@ -207,10 +235,17 @@ class ShowCluster(ShoalShowOne):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name", metavar="NAME")
+        add_limit(parser, "nodes")
         return parser
 
     def take_action(self, parsed_args):
-        cluster = self.client.get(f"/clusters/{segment(parsed_args.name)}")
+        limit = parsed_args.limit
+        cluster = self.client.get(f"/clusters/{segment(parsed_args.name)}",
+                                  limit=limit if 0 < limit <= 10_000 else None)
+        del cluster["next"]
+        if len(cluster["nodes"]) < cluster["size"]:
+            self.warn(f"showing {len(cluster['nodes'])} of {cluster['size']} nodes "
+                      "(--limit 0 shows all)")
         if parsed_args.formatter in ("json", "yaml"):
             return self.show_dict(cluster, parsed_args)
         nodes = "\n".join(f"{n['id']} {n['hostname']} {n['address'] or '-'} {n['status']}: "
@@ -230,7 +265,8 @@ class ShowCluster(ShoalShowOne):
             "drift": ("DRIFTED" if drift.get("drifted") else "none" if drift else "not checked"),
             "template": cluster["template"], "provider": cluster["provider"],
             "size": cluster["size"], "services": ", ".join(cluster["services"]),
-            "nodes": nodes, "resources": resources, "links": links,
+            "node_counts": _counts(cluster["node_counts"]), "nodes": nodes, "resources": resources,
+            "links": links,
             "operation": f"{op.get('kind', '')} {op.get('status', '')} {op.get('id', '')}".strip(),
             "error": op.get("error") or "",
         }, parsed_args)
@@ -418,11 +454,19 @@ class ListTasks(ShoalLister):
         parser = super().get_parser(prog_name)
         parser.add_argument("cluster", metavar="CLUSTER")
         parser.add_argument("--operation", help="another operation of the cluster")
+        add_limit(parser, "tasks")
         return parser
 
     def take_action(self, parsed_args):
-        rows = self.client.get(f"/clusters/{segment(parsed_args.cluster)}/tasks",
-                               operation=parsed_args.operation)
+        rows, more = self.client.pages(f"/clusters/{segment(parsed_args.cluster)}/tasks",
+                                       limit=parsed_args.limit or None,
+                                       operation=parsed_args.operation)
+        if rows:
+            # The summary first: the operation's counts by status, from its own record.
+            op = self.client.get(f"/operations/{segment(rows[0]['operation'])}")
+            self.warn(f"{op['id']} {op['kind']} {op['status'].lower()}: {op['total']} tasks: "
+                      f"{_counts(op['counts'])}"
+                      + (f"; showing the first {len(rows)} (--limit 0 shows all)" if more else ""))
         return (("ID", "Node", "Action", "Service", "Status", "Attempts", "Duration", "Worker"),
                 [(t["id"], t["node"], t["action"], t["service"] or "", t["status"],
                   t["attempts"], t["duration"] if t["duration"] is not None else "",

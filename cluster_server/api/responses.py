@@ -24,8 +24,13 @@ GROUP = Obj({"count": INT, "services": NAMES, "hardwaretype": STR, "imagetype": 
 LAYOUT = Obj({"nodes": ListOf(MapOf(Anything())), "cost": NUMBER, "provider": STR,
               "services": NAMES, "added": Anything(), "removed": ListOf(Anything()),
               "changed": ListOf(Anything()), "hardware_costs": MapOf(NUMBER)})
-PLAN = Obj({"layout": LAYOUT, "groups": ListOf(GROUP), "tasks": ListOf(PLANNED_TASK)},
-           required=("tasks",)).described("the solved layout and the tasks it would run")
+PLAN_SUMMARY = Obj({"nodes": INT, "tasks": INT, "actions": MapOf(INT)},
+                   required=("tasks", "actions")).described(
+    "how many nodes, and how many tasks of each action (JOINs, which run nothing, left out)")
+PLAN = Obj({"layout": LAYOUT, "groups": ListOf(GROUP), "summary": PLAN_SUMMARY,
+            "tasks": ListOf(PLANNED_TASK)}, required=("summary",)).described(
+    "the solved layout's node groups and the task counts; with ?full=1 also the layout's "
+    "nodes and every task")
 SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LAYOUT,
                  "groups": ListOf(GROUP)}, required=("operation",)).described(
     "the operation now running in the background")
@@ -48,7 +53,9 @@ MANAGED = Obj({"name": STR, "type": STR, "status": STR, "resource_id": STR, "end
                "database": STR}).described("a managed resource (database); never its password")
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
-    "services": NAMES, "size": INT, "nodes": ListOf(NODE), "resources": ListOf(MANAGED),
+    "services": NAMES, "size": INT, "node_counts": MapOf(INT), "nodes": ListOf(NODE),
+    "next": Scalar(int, type(None), label="the next page's cursor (?after=) or null"),
+    "resources": ListOf(MANAGED),
     "links": ListOf(Obj({"label": STR, "url": STR})),
     "operation": Either(Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR}),
                         Scalar(type(None), label="null"), label="the last operation or null"),

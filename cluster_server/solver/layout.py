@@ -17,9 +17,11 @@ class Layout:
     changed: list = field(default_factory=list)
     hardware_costs: dict = field(default_factory=dict)
 
-    def to_dict(self):
+    def to_dict(self, nodes=True):
+        """As JSON; ``nodes=False`` leaves out the nodes (a plan's summary at 10,000 nodes)."""
         return {
-            "nodes": [dict(node, services=list(node["services"])) for node in self.nodes],
+            **({"nodes": [dict(node, services=list(node["services"])) for node in self.nodes]}
+               if nodes else {}),
             "cost": self.cost,
             "provider": self.provider,
             "services": list(self.services),

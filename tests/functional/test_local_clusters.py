@@ -115,10 +115,12 @@ def test_kv_cluster_replicates(shoal):
 def test_plan_prints_groups_and_json_gives_the_whole_layout(shoal):
     table = shoal.run("cluster", "plan", "--template", "local-web", "--size", "4")
     assert "web-backend" in table.stdout and "3 |" in table.stdout.replace("  ", " ")
-    assert "4 nodes on local" in table.stderr
+    assert "4 nodes on local" in table.stderr and "CREATE 4" in table.stderr
+    summary = shoal.json("cluster", "plan", "--template", "local-web", "--size", "4")
+    assert "tasks" not in summary and "nodes" not in summary["layout"]
     plan = json.loads(shoal.run("cluster", "plan", "--template", "local-web", "--size", "4",
-                                "-f", "json").stdout)
-    assert len(plan["layout"]["nodes"]) == 4
+                                "-f", "json", "--full").stdout)
+    assert len(plan["layout"]["nodes"]) == 4 and plan["summary"] == summary["summary"]
     assert plan["tasks"] and all("depends_on" in t for t in plan["tasks"])
     assert shoal.json("cluster", "list") == []  # planning made nothing
 

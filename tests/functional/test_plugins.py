@@ -112,7 +112,7 @@ def test_unknown_automator_type_names_the_services_that_need_it(shoal, tmp_path)
 
 def test_coopr_catalog_plans_but_cannot_run_without_its_plugins(shoal, coopr_catalog):
     shoal.run("catalog", "import", coopr_catalog)
-    plan = shoal.json("cluster", "plan", "--template", "hadoop-distributed", "--size", "5")
+    plan = shoal.json("cluster", "plan", "--template", "hadoop-distributed", "--size", "5", "--full")
     nodes = plan["layout"]["nodes"]
     assert len(nodes) == 5 and plan["layout"]["provider"] == "rackspace"
     placed = [service for node in nodes for service in node["services"]]

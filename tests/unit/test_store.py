@@ -73,3 +73,32 @@ def test_many_threads_writing_never_see_database_locked(store):
         t.join()
     assert errors == []
     assert len(store.catalog_list("service")) == 16 * 40
+
+
+def test_nodes_version_counts_the_changes_macros_can_see(tmp_path):
+    store = Store(tmp_path / "shoal.db")
+    with store.write() as db:
+        db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
+                   " created_at, updated_at) VALUES ('c1', 'default', 'a', 't', 'p', 'ACTIVE',"
+                   " '{}', 0, 0)")
+
+    def version():
+        return store.db.execute("SELECT nodes_version FROM clusters WHERE id = 'c1'"
+                                ).fetchone()[0]
+
+    def write(sql, *args):
+        before = version()
+        with store.write() as db:
+            db.execute(sql, list(args))
+        return version() - before
+
+    assert write("INSERT INTO nodes (cluster_id, id, hostname, hardwaretype, imagetype, services,"
+                 " status, facts, created_at) VALUES ('c1', 'n1', 'h', 'hw', 'im', '[]',"
+                 " 'PLANNED', '{}', 0)") == 1
+    assert write("UPDATE nodes SET status = 'ACTIVE'") == 0  # still live
+    assert write("UPDATE nodes SET facts = ?",
+                 '{"resource": {"addresses": {"access_v4": "10.0.0.1"}}}') == 1
+    assert write("UPDATE nodes SET facts = json_set(facts, '$.uname', 'Linux')") == 0
+    assert write("UPDATE nodes SET services = '[\"web\"]'") == 1
+    assert write("UPDATE nodes SET status = 'REMOVING'") == 1  # gone from the macros' view
+    assert write("DELETE FROM nodes") == 1

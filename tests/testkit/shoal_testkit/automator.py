@@ -17,14 +17,12 @@ can check that one action finished before another began. Fields of a service act
 
 import json
 import os
-import threading
 import time
 
 from cluster_server.plugins import ActionResult, Automator, Field
 
 from shoal_testkit import cloud
 
-_log_lock = threading.Lock()
 
 
 def _true(value):
@@ -44,12 +42,15 @@ class FakeAutomator(Automator):
     def log(self, **entry):
         line = json.dumps({"at": time.time(), "pid": os.getpid(), **entry}, sort_keys=True)
         path = os.path.join(os.fspath(self.home), cloud.LOG_FILE)
-        with _log_lock:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
+        # One O_APPEND write per line needs no lock of ours: the kernel appends each write
+        # whole. A lock held across the three system calls made every thread queue for it
+        # while its holder waited to get the interpreter back after each call: at 32 worker
+        # threads the log allowed about 33 actions a second.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     def run(self, action, service, fields, context, transport):
         cluster, node = context.get("cluster_id", ""), context.get("node_id", "")
