@@ -12,6 +12,7 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
+from cluster_server.tenancy import policy
 
 bp = Blueprint("clusters", __name__)
 
@@ -54,6 +55,7 @@ def _engine():
 def plan_new():
     """Solve a layout for a template and size, and list the tasks a create would run."""
     data = json_body()
+    policy.check_template(g.principal, current_app.store, data["template"])
     result = operations.create(current_app.store, g.tenant,
                                {**data, "name": data.get("name") or "plan", "dry_run": True})
     return jsonify({"layout": result["layout"].to_dict(), "groups": result["layout"].groups(),
@@ -67,23 +69,30 @@ def create_cluster():
     """Create a cluster; the operation runs in the background (202 with its id)."""
     _engine()
     data = json_body()
-    return _submitted(operations.create(current_app.store, g.tenant, data))
+    policy.check_template(g.principal, current_app.store, data["template"])
+    owner = policy.owner_for_create(g.principal, data.get("owner"))
+    return _submitted(operations.create(current_app.store, g.tenant, data, owner=owner))
 
 
 @bp.get("/clusters")
 @accepts(query={"all": BOOLEAN})
 @returns(200, ListOf(responses.CLUSTER_ROW))
 def list_clusters():
-    """Every cluster (deleted ones only with ?all=1)."""
+    """Every cluster the caller may see (deleted ones only with ?all=1): a user's own, or all of
+    the tenant's for an admin."""
     everything = request.args.get("all") in ("1", "true")
+    mine, args = policy.cluster_owner_filter(g.principal)
     query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
-             " ('DELETED', 'REMOVING')) FROM clusters c WHERE c.tenant = ?")
+             " ('DELETED', 'REMOVING')), c.owner, c.expires_at FROM clusters c WHERE c.tenant = ?"
+             + mine)
     if not everything:
         query += " AND c.status != 'DELETED'"
-    rows = current_app.store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+    rows = current_app.store.db.execute(query + " ORDER BY c.created_at",
+                                        [g.tenant, *args]).fetchall()
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
-                     "created_at": r[4], "nodes": r[5]} for r in rows])
+                     "created_at": r[4], "nodes": r[5], "owner": r[6], "expires_at": r[7]}
+                    for r in rows])
 
 
 def cluster_view(store, cluster):
@@ -108,6 +117,7 @@ def cluster_view(store, cluster):
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
             "template": cluster["template"], "provider": cluster["provider"],
+            "owner": cluster["owner"], "expires_at": cluster["expires_at"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
             "nodes": view, "links": links,
             "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
@@ -217,8 +227,10 @@ def list_tasks(name):
         row = store.db.execute("SELECT id FROM operations WHERE cluster_id = ? ORDER BY"
                                " created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
         op_id = row[0] if row else ""
-    rows = store.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE operation_id = ?"
-                            " ORDER BY seq", [op_id]).fetchall()
+    # Only an operation of this cluster: another's id names nothing here.
+    rows = store.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE operation_id = ? AND"
+                            " operation_id IN (SELECT id FROM operations WHERE cluster_id = ?)"
+                            " ORDER BY seq", [op_id, cluster["id"]]).fetchall()
     return jsonify([_task_row(r) for r in rows])
 
 

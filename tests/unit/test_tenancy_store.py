@@ -1,0 +1,90 @@
+"""The tenancy migration on stores made by earlier releases, and what the store keeps of tokens."""
+
+import pathlib
+import shutil
+import sqlite3
+
+import pytest
+
+from cluster_server import operations
+from cluster_server.app import create_app
+from cluster_server.errors import QuotaExceeded
+from cluster_server.store import Store
+from cluster_server.tenancy import directory, quotas
+
+DATA = pathlib.Path(__file__).parent.parent / "data"
+
+
+def _home_with(tmp_path, name):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(DATA / f"{name}.db", home / "shoal.db")
+    if (DATA / f"{name}.key").exists():
+        shutil.copy(DATA / f"{name}.key", home / "store.key")
+    return home
+
+
+@pytest.mark.parametrize("name", ["store-v1", "store-v2"])
+def test_a_store_of_an_earlier_release_keeps_its_catalog_and_clusters_in_default(tmp_path, name):
+    home = _home_with(tmp_path, name)
+    before = sqlite3.connect(home / "shoal.db")
+    catalog_before = before.execute("SELECT tenant, kind, name FROM catalog ORDER BY 1, 2, 3"
+                                    ).fetchall()
+    clusters_before = before.execute("SELECT id, tenant, name, status FROM clusters ORDER BY id"
+                                     ).fetchall()
+    before.close()
+    assert clusters_before and catalog_before
+    app = create_app(home=home, token="t", start_engine=False)
+    store = app.store
+    assert store.db.execute("SELECT tenant, kind, name FROM catalog ORDER BY 1, 2, 3"
+                            ).fetchall() == catalog_before
+    assert store.db.execute("SELECT id, tenant, name, status FROM clusters ORDER BY id"
+                            ).fetchall() == clusters_before
+    tenants = [t["name"] for t in directory.list_tenants(store)]
+    assert "default" in tenants
+    # Every tenant the old rows name became a tenant (store-v2 has a 'side-team' service).
+    assert {row[0] for row in catalog_before} <= set(tenants)
+    # The old clusters belong to the local owner, never expire, and show through the API.
+    client = app.test_client()
+    listed = client.get("/api/v1/clusters", headers={"Authorization": "Bearer t"}).get_json()
+    assert {c["name"] for c in listed} == {row[2] for row in clusters_before}
+    assert {(c["owner"], c["expires_at"]) for c in listed} == {("owner", None)}
+    shown = client.get(f"/api/v1/clusters/{listed[0]['name']}",
+                       headers={"Authorization": "Bearer t"})
+    assert shown.status_code == 200 and shown.get_json()["owner"] == "owner"
+    # The old clusters count against a quota set now.
+    clusters, nodes = directory.usage(store.db, "default")
+    assert clusters == len(clusters_before) and nodes >= clusters
+
+
+def test_tokens_are_stored_as_hashes_only(tmp_path):
+    store = Store(tmp_path / "shoal.db")
+    directory.create_user(store, "default", "alice", "user")
+    issued = directory.issue_token(store, "default", "alice")
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
+    assert issued["token"].encode() not in raw
+    assert directory.token_hash(issued["token"]).encode() in raw
+    assert directory.principal_for_token(store, issued["token"]).user == "alice"
+
+
+def test_the_quota_check_names_quota_limit_and_use(tmp_path):
+    store = Store(tmp_path / "shoal.db")
+    directory.set_quotas(store, "tenants", {"name": "default"}, {"max_nodes": 3})
+    with store.write() as db:
+        quotas.check(db, "default", "owner", clusters=1, nodes=3)
+        with pytest.raises(QuotaExceeded) as caught:
+            quotas.check(db, "default", "owner", clusters=1, nodes=4)
+    assert caught.value.details == {"quota": "max_nodes", "scope": "tenant", "name": "default",
+                                    "limit": 3, "in_use": 0, "requested": 4}
+    assert "max_nodes" in caught.value.message and "limit 3" in caught.value.message
+
+
+def test_a_create_past_the_quota_writes_nothing(tmp_path):
+    app = create_app(home=tmp_path, token="t", start_engine=False)
+    store = app.store
+    directory.set_quotas(store, "tenants", {"name": "default"}, {"max_clusters": 1})
+    operations.create(store, "default", {"name": "a", "template": "local-web", "size": 2})
+    with pytest.raises(QuotaExceeded, match="max_clusters .* limit 1, in use 1"):
+        operations.create(store, "default", {"name": "b", "template": "local-web", "size": 2})
+    assert [r[0] for r in store.db.execute("SELECT name FROM clusters")] == ["a"]
