@@ -102,7 +102,8 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
                 raise MethodNotAllowed(valid_methods=allowed)
         params.check_path(view, request.view_args, request.method)
         # What the role allows (403), and what is not the caller's (404), before any view.
-        policy.authorize(g.principal, app.store, request.endpoint, request.view_args)
+        policy.authorize(g.principal, app.store, request.endpoint, request.view_args,
+                         what=f"{request.method} {request.path}")
         params.check_query(view, request.args)
         limit, setting = limits.body_limit(view)
         limits.check_length(request.content_length, limit, setting)

@@ -49,12 +49,12 @@ RULES = {
 }
 
 
-def authorize(principal, store, endpoint, view_args):
+def authorize(principal, store, endpoint, view_args, what="do this"):
     """Refuse the request unless the principal's role allows the endpoint (403), and hide what
-    is not theirs (404)."""
+    is not theirs (404). ``what`` words the request in the refusal ("GET /api/v1/tenants")."""
     role, scope = RULES.get(endpoint, (SUPERADMIN, None))
     if not principal.at_least(role):
-        raise Forbidden(f"{principal.role} '{principal.user}' may not do this: it needs the "
+        raise Forbidden(f"{principal.role} '{principal.user}' may not {what}: it needs the "
                         f"{role} role", {"role": principal.role, "needs": role})
     if scope and not principal.sees_all_clusters:
         kind, arg = scope
