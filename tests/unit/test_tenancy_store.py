@@ -88,3 +88,54 @@ def test_a_create_past_the_quota_writes_nothing(tmp_path):
     with pytest.raises(QuotaExceeded, match="max_clusters .* limit 1, in use 1"):
         operations.create(store, "default", {"name": "b", "template": "local-web", "size": 2})
     assert [r[0] for r in store.db.execute("SELECT name FROM clusters")] == ["a"]
+
+
+def test_every_endpoint_has_a_rule_in_the_policy_table(tmp_path):
+    """A new route is closed to all but the superadmin until the table says who may use it;
+    this names the routes to decide for."""
+    from cluster_server.tenancy.policy import RULES
+
+    app = create_app(home=tmp_path, token="t", start_engine=False, seed=False)
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert sorted(endpoints - set(RULES)) == []
+    assert sorted(set(RULES) - endpoints) == []
+
+
+@pytest.mark.parametrize("text,ms", [(0, 0), (5000, 5000), ("5000", 5000), ("5s", 5000),
+                                     ("4h", 14_400_000), ("2d", 172_800_000),
+                                     ("1h30m", 5_400_000)])
+def test_durations_as_coopr_writes_them(text, ms):
+    from cluster_server.tenancy.durations import to_ms
+
+    assert to_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "h", "-1", "5x", "1.5h", True, None])
+def test_a_bad_duration_names_the_field(text):
+    from cluster_server.errors import ValidationError
+    from cluster_server.tenancy.durations import to_ms
+
+    with pytest.raises(ValidationError, match="^lease: .* is not a duration"):
+        to_ms(text, "lease")
+
+
+def test_lease_terms_initial_step_and_max():
+    from cluster_server.errors import Unprocessable
+    from cluster_server.tenancy import leases
+
+    template = {"name": "t", "administration": {"leaseduration": {
+        "initial": "1h", "max": "3h", "step": 3_600_000}}}
+    assert leases.initial_expiry(template, None, 100.0) == 3700.0
+    assert leases.initial_expiry(template, "30m", 100.0) == 1900.0
+    assert leases.initial_expiry({"name": "u"}, None, 100.0) is None  # 0 = unlimited
+    with pytest.raises(Unprocessable, match="longer than the 1h"):
+        leases.initial_expiry(template, "2h", 100.0)
+    cluster = {"name": "c", "spec": {"template": template}, "created_at": 0.0,
+               "expires_at": 3600.0}
+    assert leases.extended_expiry(cluster, "1h", now=10.0) == 7200.0
+    with pytest.raises(Unprocessable, match="at most 1h per extension"):
+        leases.extended_expiry(cluster, "2h", now=10.0)
+    with pytest.raises(Unprocessable, match="may not go past 3h"):
+        leases.extended_expiry(dict(cluster, expires_at=9000.0), "1h", now=10.0)
+    assert leases.extended_expiry(dict(cluster, expires_at=9000.0), "1h", beyond_max=True,
+                                  now=10.0) == 12600.0
