@@ -251,7 +251,10 @@ def create(store, tenant, data, owner=OWNER):
         # just imported); running it needs them.
         return {"layout": layout, "tasks": tasks}
     check_plugins(view, layout.provider, layout.services)
-    spec = snapshot(template, view, layout, config, data.get("owner") or tenant)
+    # %cluster.owner%: the user it is for; the local owner's clusters keep the tenant, as
+    # before users existed.
+    spec = snapshot(template, view, layout, config,
+                    data.get("owner") or (tenant if owner == OWNER else owner))
     cluster_id = _new_id("c")
     now = time.time()
     expires_at = leases.initial_expiry(template, data.get("lease"), now)
