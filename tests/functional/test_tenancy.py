@@ -412,5 +412,11 @@ def test_a_lease_that_ran_out_while_the_server_was_down_is_handled_at_start(tmp_
             time.sleep(0.5)
         [gone] = owner.json("cluster", "list", "--all")
         assert gone["Status"] == "DELETED"
+        db = sqlite3.connect(tmp_path / "home" / "shoal.db")
+        kinds = [row[0] for row in db.execute(
+            "SELECT o.kind FROM events e JOIN operations o ON o.id = e.operation_id"
+            " WHERE e.message LIKE 'lease expired at %: deleting the cluster'")]
+        db.close()
+        assert kinds == ["delete"]
     finally:
         owner.run("server", "stop", check=False)
