@@ -1,13 +1,13 @@
 """``shoal tenant|user|token ...``, ``shoal template share|unshare|shares`` and ``shoal whoami``:
 tenants, users, their API tokens and the templates users may build from."""
 
-from cluster_cli.client import segment
+import time
+
+from cluster_cli.client import ClientError, segment
 from cluster_cli.v1.base import ShoalCommand, ShoalLister, ShoalShowOne
 
 
 def _when(at):
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) if at else ""
 
 
@@ -235,8 +235,6 @@ class RevokeToken(ShoalCommand):
         return parser
 
     def take_action(self, parsed_args):
-        from cluster_cli.client import ClientError
-
         ids = list(parsed_args.ids)
         if parsed_args.user:
             ids += [t["id"] for t in self.client.get("/tokens", user=parsed_args.user)

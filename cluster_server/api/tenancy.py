@@ -2,6 +2,7 @@
 users may build from, and extending a cluster's lease."""
 
 import re
+import shutil
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -107,8 +108,6 @@ def delete_tenant(tenant):
 
 
 def _remove_resource_files(tenant):
-    import shutil
-
     root = current_app.config["SHOAL_HOME"] / "resources" / tenant
     shutil.rmtree(root, ignore_errors=True)
 
