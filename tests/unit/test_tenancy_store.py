@@ -139,3 +139,43 @@ def test_lease_terms_initial_step_and_max():
         leases.extended_expiry(dict(cluster, expires_at=9000.0), "1h", now=10.0)
     assert leases.extended_expiry(dict(cluster, expires_at=9000.0), "1h", beyond_max=True,
                                   now=10.0) == 12600.0
+
+
+class Submitted:
+    """Stands in for the engine: the janitor only hands it operation ids to run."""
+
+    def __init__(self):
+        self.ids = []
+
+    def submit(self, op_id):
+        self.ids.append(op_id)
+
+
+def test_the_janitor_warns_then_deletes_through_a_delete_operation(tmp_path):
+    from cluster_server.tenancy.janitor import Janitor
+
+    app = create_app(home=tmp_path, token="t", start_engine=False)
+    store = app.store
+    created = operations.create(store, "default", {"name": "a", "template": "local-web",
+                                                   "size": 2, "lease": "2h"})
+    expires = store.db.execute("SELECT expires_at FROM clusters WHERE name = 'a'").fetchone()[0]
+    engine = Submitted()
+    janitor = Janitor(store, engine, interval=60, warning=3600)
+    assert janitor.sweep(now=expires - 7200) == []  # not yet within the hour
+    assert janitor.sweep(now=expires - 1800) == []
+    janitor.sweep(now=expires - 1700)  # warned once only
+    # Busy with its create: the janitor waits for it to end.
+    assert janitor.sweep(now=expires + 1) == []
+    with store.write() as db:
+        db.execute("UPDATE operations SET status = 'SUCCEEDED' WHERE id = ?",
+                   [created["operation"]])
+        db.execute("UPDATE clusters SET status = 'ACTIVE'")
+    [op_id] = janitor.sweep(now=expires + 1)
+    assert engine.ids == [op_id]
+    kind, status = store.db.execute("SELECT kind, status FROM operations WHERE id = ?",
+                                    [op_id]).fetchone()
+    assert (kind, status) == ("delete", "RUNNING")
+    messages = [row[0] for row in store.db.execute("SELECT message FROM events ORDER BY id")]
+    assert len([m for m in messages if m.startswith("lease expires at")]) == 1
+    assert messages[-1].startswith("lease expired at") and "deleting" in messages[-1]
+    assert janitor.sweep(now=expires + 2) == []  # DELETING: not deleted twice
