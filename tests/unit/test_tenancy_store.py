@@ -179,3 +179,43 @@ def test_the_janitor_warns_then_deletes_through_a_delete_operation(tmp_path):
     assert len([m for m in messages if m.startswith("lease expires at")]) == 1
     assert messages[-1].startswith("lease expired at") and "deleting" in messages[-1]
     assert janitor.sweep(now=expires + 2) == []  # DELETING: not deleted twice
+
+
+SAMPLES = {"version": "1", "op_id": "op-000000000000", "task_id": "op-000000000000/n1:CREATE",
+           "token_id": "tok-000000000000"}
+
+
+def test_every_route_refuses_the_roles_below_its_rule_with_403(tmp_path):
+    """Every route of the API, not just those the CLI calls: a role below the route's rule
+    gets 403 in the one error shape, a role at or above it never does."""
+    from cluster_server.contract import params
+    from cluster_server.tenancy.policy import RULES
+    from cluster_server.tenancy.principal import RANKS
+
+    app = create_app(home=tmp_path, token="t", start_engine=False, seed=False)
+    store = app.store
+    tokens = {"superadmin": "t"}
+    for role in ("admin", "user"):
+        directory.create_user(store, "default", f"a-{role}", role)
+        tokens[role] = directory.issue_token(store, "default", f"a-{role}")["token"]
+    client = app.test_client()
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        declared = params.path_of(app.view_functions[rule.endpoint])
+        values = {arg: (declared.get(arg, {}).get("enum") or [SAMPLES.get(arg, "x")])[0]
+                  for arg in rule.arguments}
+        path = rule.build(values, append_unknown=False)[1]
+        needed = RULES[rule.endpoint][0]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for role, token in tokens.items():
+                reply = client.open(path, method=method, json={},
+                                    headers={"Authorization": f"Bearer {token}"})
+                refused = reply.status_code == 403 and \
+                    reply.get_json()["error"]["code"] == "forbidden"
+                expected = RANKS[role] < RANKS[needed]
+                assert refused == expected, (method, path, role, reply.status_code,
+                                             reply.get_json())
+                checked += 1
+    assert checked > 100
