@@ -46,21 +46,28 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     if seed:
         seed_default_catalog(app.store)
     app.engine = app.janitor = None
+    app.health = None
     if start_engine:
         from cluster_server.engine import Engine
+        from cluster_server.health.monitor import Monitor
         from cluster_server.tenancy.janitor import Janitor
 
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
+        app.health = Monitor(app.store, app.engine)
+        app.health.start()
         # After the engine resumed what was running: the janitor's first pass deletes what
         # expired while the server was down.
         app.janitor = Janitor(app.store, app.engine).start()
+    from cluster_server.health import metrics
 
-    from cluster_server.api import catalog, clusters, envshell, meta, resources
+    app.metrics = metrics.registry(app.store, app.engine, app.health)
+
+    from cluster_server.api import catalog, clusters, envshell, health, meta, resources
     from cluster_server.api import tenancy as tenancy_api
 
     # tenancy first: its static paths (/tenants, /users) are not catalog collections.
-    for module in (meta, tenancy_api, catalog, clusters, resources, envshell):
+    for module in (meta, tenancy_api, catalog, clusters, health, resources, envshell):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp

@@ -12,6 +12,7 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
+from cluster_server.health import state as health_state
 from cluster_server.tenancy import policy
 
 bp = Blueprint("clusters", __name__)
@@ -82,16 +83,21 @@ def list_clusters():
     the tenant's for an admin."""
     everything = request.args.get("all") in ("1", "true")
     mine, args = policy.cluster_owner_filter(g.principal)
-    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
+    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at, c.id,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
              " ('DELETED', 'REMOVING')), c.owner, c.expires_at FROM clusters c WHERE c.tenant = ?"
              + mine)
     if not everything:
         query += " AND c.status != 'DELETED'"
-    rows = current_app.store.db.execute(query + " ORDER BY c.created_at",
-                                        [g.tenant, *args]).fetchall()
+    store = current_app.store
+    with store.snapshot():
+        rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant, *args]).fetchall()
+        health = health_state.summaries(store, [r[5] for r in rows])
+        drifted = {cluster_id for (cluster_id,) in store.db.execute(
+            "SELECT cluster_id FROM drift WHERE drifted = 1")}
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
-                     "created_at": r[4], "nodes": r[5], "owner": r[6], "expires_at": r[7]}
+                     "created_at": r[4], "nodes": r[6], "health": health[r[5]][0],
+                     "drifted": r[5] in drifted, "owner": r[7], "expires_at": r[8]}
                     for r in rows])
 
 
@@ -104,7 +110,8 @@ def cluster_view(store, cluster):
                      "services": node["services"], "hardwaretype": node["hardwaretype"],
                      "imagetype": node["imagetype"],
                      "address": resource.get("addresses", {}).get("access_v4", ""),
-                     "ports": resource.get("extra", {}).get("ports")})
+                     "ports": resource.get("extra", {}).get("ports"),
+                     "metrics": node["facts"].get("metrics") or {}})
     ctx = {"cluster": {"id": cluster["id"], "name": cluster["name"],
                        "owner": cluster["spec"].get("owner", "")},
            "self": nodes[0]["id"] if nodes else "",
@@ -115,7 +122,10 @@ def cluster_view(store, cluster):
              for link in cluster["spec"]["template"].get("links", [])]
     op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    health, reason = health_state.summaries(store, [cluster["id"]])[cluster["id"]]
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
+            "health": health, "health_reason": reason,
+            "drift": health_state.drift(store, cluster["id"]),
             "template": cluster["template"], "provider": cluster["provider"],
             "owner": cluster["owner"], "expires_at": cluster["expires_at"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),

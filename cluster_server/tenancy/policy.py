@@ -33,6 +33,10 @@ RULES = {
     "clusters.show_task": (USER, ("task", "task_id")),
     "clusters.show_operation": (USER, ("operation", "op_id")),
     "tenancy.extend_lease": (USER, _CLUSTER),
+    "health.cluster_health": (USER, _CLUSTER),
+    "health.check_cluster": (USER, _CLUSTER),
+    # Figures of the whole server, every tenant's: the owner's (Prometheus scrapes with its token).
+    "health.server_metrics": (SUPERADMIN, None),
     # The shell container holds the machine's cloud credentials.
     "envshell.prepare_shell": (ADMIN, _CLUSTER),
     "setup.show_setup": (ADMIN, None),

@@ -167,6 +167,8 @@ TABLE = [
     (("cluster", "show", "c-bob"), OK, OK, OK),
     (("cluster", "show", "c-ada"), OK, OK, HIDDEN),
     (("cluster", "events", "c-owner"), OK, OK, HIDDEN),
+    (("cluster", "health", "c-ada"), OK, OK, HIDDEN),
+    (("cluster", "health", "c-bob"), OK, OK, OK),
     (("task", "list", "c-ada"), OK, OK, HIDDEN),
     (("task", "list", "c-bob"), OK, OK, OK),
     (("cluster", "plan", "c-ada", "--operation", "resize", "--size", "2"), OK, OK, HIDDEN),
@@ -230,6 +232,7 @@ def test_a_user_lists_only_their_clusters_and_shared_templates(world):
     cat = world["cat"]
     assert "not found" in cat.fails("cluster", "delete", "c-bob").stderr
     assert "not found" in cat.fails("cluster", "resize", "c-bob", "--size", "2").stderr
+    assert "not found" in cat.fails("cluster", "check", "c-bob").stderr
     assert "may create clusters only for themself" in http(
         cat, "POST", "/clusters", {"name": "z", "template": "tiny", "size": 1,
                                    "owner": "bob"})[1]["error"]["message"]
