@@ -57,7 +57,7 @@ CREATE = Obj({
     **_LAYOUT, "name": CLUSTER_NAME,
     "keep_on_failure": BOOL.described("keep what was made when the create fails"),
     "owner": NAME.described("who the cluster is for (default: whoever creates it)"),
-    "lease": Either(Range(0), Matching(durations.WHOLE, durations.RULE),
+    "lease": Either(Range(0, durations.MAX_MS), Matching(durations.WHOLE, durations.RULE),
                     label=f"a lease: {durations.RULE}").described(
         "a shorter lease than the template's initial one"),
 }, required=("name", "template", "size")).described(

@@ -26,11 +26,11 @@ TOKEN = {"token_id": pattern(TOKEN_ID, "token", "tok- and 12 hex digits")}
 TEMPLATE = {"template": pattern(catalog.NAME_RE, "template", catalog.NAME_RULE)}
 
 NAME = Matching(directory.NAME_RE, f"a name of {directory.NAME_RULE}")
-QUOTA = Either(Range(0), Scalar(type(None), label="null"),
-               label="a whole number, 0 or more, or null (no limit)")
+QUOTA = Either(Range(0, directory.MAX_QUOTA), Scalar(type(None), label="null"),
+               label=f"a whole number from 0 to {directory.MAX_QUOTA}, or null (no limit)")
 QUOTAS = {"max_clusters": QUOTA.described("the most clusters at once (null: no limit)"),
           "max_nodes": QUOTA.described("the most nodes at once (null: no limit)")}
-DURATION = Either(Range(0), Matching(durations.WHOLE, durations.RULE),
+DURATION = Either(Range(0, durations.MAX_MS), Matching(durations.WHOLE, durations.RULE),
                   label=f"a duration: {durations.RULE}")
 NEW_TENANT = Obj({"name": NAME, **QUOTAS}, required=("name",)).described(
     "a tenant", example={"name": "team-a", "max_clusters": 10, "max_nodes": 40})

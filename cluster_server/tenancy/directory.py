@@ -26,10 +26,14 @@ def check_name(name, what):
                               {"field": "name", "reason": "bad name"})
 
 
+MAX_QUOTA = 10**9  # SQLite keeps 64-bit integers; no machine holds more clusters or nodes
+
+
 def _quota(value, field):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValidationError(f"{field} must be a whole number, 0 or more (or null: no limit)",
-                              {"field": field, "reason": "not a count"})
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
+                              not 0 <= value <= MAX_QUOTA):
+        raise ValidationError(f"{field} must be a whole number from 0 to {MAX_QUOTA} (or null: "
+                              "no limit)", {"field": field, "reason": "not a count"})
     return value
 
 

@@ -10,19 +10,25 @@ UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 
 PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w))+|\d+")
 RULE = "milliseconds, or a duration such as 2d, 4h, 1h30m, 45s"
+MAX_MS = 100 * 365 * UNITS["d"]  # a century: beyond it a timestamp stops being a number
 
 
 def to_ms(value, field="duration"):
     """Milliseconds of ``value``; a clear 400 naming ``field`` when it is none."""
     if isinstance(value, bool):
         value = None
+    ms = None
     if isinstance(value, (int, float)) and value >= 0:
-        return int(value)
-    if isinstance(value, str) and WHOLE.fullmatch(value.strip()):
+        ms = int(value)
+    elif isinstance(value, str) and WHOLE.fullmatch(value.strip()):
         text = value.strip()
-        if text.isdigit():
-            return int(text)
-        return sum(int(n) * UNITS[unit] for n, unit in PART.findall(text))
+        ms = int(text) if text.isdigit() else sum(int(n) * UNITS[unit]
+                                                  for n, unit in PART.findall(text))
+    if ms is not None and ms > MAX_MS:
+        raise ValidationError(f"{field}: {value!r} is longer than a century",
+                              {"field": field, "reason": "too long"})
+    if ms is not None:
+        return ms
     raise ValidationError(f"{field}: {value!r} is not a duration ({RULE})",
                           {"field": field, "reason": "not a duration"})
 
