@@ -4,7 +4,7 @@ milliseconds (a number, or a string of digits), or a string such as "2d", "4h", 
 
 import re
 
-from cluster_server.errors import ValidationError
+from cluster_server.errors import Unprocessable, ValidationError
 
 UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
@@ -25,7 +25,8 @@ def to_ms(value, field="duration"):
         ms = int(text) if text.isdigit() else sum(int(n) * UNITS[unit]
                                                   for n, unit in PART.findall(text))
     if ms is not None and ms > MAX_MS:
-        raise ValidationError(f"{field}: {value!r} is longer than a century",
+        # 422: the form fits (a string of digits is a duration); the length cannot be used.
+        raise Unprocessable(f"{field}: {value!r} is longer than a century",
                               {"field": field, "reason": "too long"})
     if ms is not None:
         return ms

@@ -221,7 +221,7 @@ def test_every_route_refuses_the_roles_below_its_rule_with_403(tmp_path):
     assert checked > 100
 
 
-def test_quotas_and_durations_past_what_the_store_holds_are_refused_with_400(tmp_path):
+def test_quotas_and_durations_past_what_the_store_holds_are_refused(tmp_path):
     app = create_app(home=tmp_path, token="t", start_engine=False, seed=False)
     client = app.test_client()
     headers = {"Authorization": "Bearer t"}
@@ -232,4 +232,4 @@ def test_quotas_and_durations_past_what_the_store_holds_are_refused_with_400(tmp
     directory.create_user(app.store, "default", "alice", "user")
     reply = client.post("/api/v1/users/alice/tokens", json={"expires_in": "99999999999999d"},
                         headers=headers)
-    assert reply.status_code == 400 and "century" in reply.get_json()["error"]["message"]
+    assert reply.status_code == 422 and "century" in reply.get_json()["error"]["message"]
