@@ -41,3 +41,17 @@ for _noun in NOUNS:
         COMMANDS[f"{_noun} {_verb}"] = (
             f"cluster_cli.v1.entities:{_verb.capitalize()}{_noun.capitalize()}"
         )
+
+_TENANCY = {
+    "whoami": "WhoAmI",
+    "tenant create": "CreateTenant", "tenant list": "ListTenants", "tenant show": "ShowTenant",
+    "tenant set": "SetTenant", "tenant delete": "DeleteTenant",
+    "user create": "CreateUser", "user list": "ListUsers", "user show": "ShowUser",
+    "user set": "SetUser", "user delete": "DeleteUser", "user token": "IssueToken",
+    "token list": "ListTokens", "token revoke": "RevokeToken",
+    "template share": "ShareTemplate", "template unshare": "UnshareTemplate",
+    "template shares": "ListShares",
+}
+for _name, _cls in _TENANCY.items():
+    COMMANDS[_name] = f"cluster_cli.v1.tenancy:{_cls}"
+COMMANDS["cluster extend"] = "cluster_cli.v1.cluster:ExtendLease"

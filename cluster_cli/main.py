@@ -48,6 +48,9 @@ class ShoalApp(App):
         parser.add_argument("--url", metavar="URL",
                             help="the Shoal server to talk to (default: $SHOAL_URL, else the "
                                  "local server, started when needed)")
+        parser.add_argument("--tenant", metavar="TENANT",
+                            help="the tenant to act in (default: $SHOAL_TENANT, else your "
+                                 "token's tenant: 'default' for the local owner)")
         return parser
 
     def initialize_app(self, argv):
@@ -64,7 +67,7 @@ class ShoalApp(App):
         if self._client is None:
             from cluster_cli.client import Client
 
-            self._client = Client(url=self.options.url)
+            self._client = Client(url=self.options.url, tenant=self.options.tenant)
         return self._client
 
 

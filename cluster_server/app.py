@@ -1,16 +1,17 @@
-"""The Flask app factory: the store, the token check, the blueprints and the one error shape."""
+"""The Flask app factory: the store, who is asking and what they may do, the blueprints and the
+one error shape."""
 
-import hmac
 import logging
 import traceback
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from cluster_server import catalog, config
+from cluster_server import catalog, config, tenancy
 from cluster_server.contract import limits, params
-from cluster_server.errors import ShoalError, Unauthorized
+from cluster_server.errors import ShoalError
 from cluster_server.store import Store
+from cluster_server.tenancy import policy
 
 LOG = logging.getLogger("shoal.server")
 
@@ -44,24 +45,30 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     app.store = Store(app.config["SHOAL_HOME"] / "shoal.db")
     if seed:
         seed_default_catalog(app.store)
-    app.engine = None
+    app.engine = app.janitor = None
     app.health = None
     if start_engine:
         from cluster_server.engine import Engine
         from cluster_server.health.monitor import Monitor
+        from cluster_server.tenancy.janitor import Janitor
 
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
         app.health = Monitor(app.store, app.engine)
         app.health.start()
+        # After the engine resumed what was running: the janitor's first pass deletes what
+        # expired while the server was down.
+        app.janitor = Janitor(app.store, app.engine).start()
     from cluster_server.health import metrics
 
     app.metrics = metrics.registry(app.store, app.engine, app.health)
 
     from cluster_server.api import (catalog, clusters, envshell, health, meta, resources,
                                     workers)
+    from cluster_server.api import tenancy as tenancy_api
 
-    for module in (meta, catalog, clusters, health, resources, envshell, workers):
+    # tenancy first: its static paths (/tenants, /users) are not catalog collections.
+    for module in (meta, tenancy_api, catalog, clusters, health, resources, envshell, workers):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp
@@ -69,14 +76,9 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     app.register_blueprint(cloud_setup.bp, url_prefix="/api/v1")
 
     @app.before_request
-    def check_token():
-        sent = request.headers.get("Authorization", "")
-        expected = "Bearer " + app.config["SHOAL_TOKEN"]
-        if not hmac.compare_digest(sent.encode(), expected.encode()):
-            raise Unauthorized(
-                "missing or wrong API token (the CLI reads it from SHOAL_HOME/token)"
-            )
-        g.tenant = request.headers.get("X-Shoal-Tenant", "default")
+    def check_principal():
+        g.principal = tenancy.authenticate(request)
+        g.tenant = g.principal.tenant
 
     @app.before_request
     def check_contract():
@@ -107,6 +109,9 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
             if allowed:
                 raise MethodNotAllowed(valid_methods=allowed)
         params.check_path(view, request.view_args, request.method)
+        # What the role allows (403), and what is not the caller's (404), before any view.
+        policy.authorize(g.principal, app.store, request.endpoint, request.view_args,
+                         what=f"{request.method} {request.path}")
         params.check_query(view, request.args)
         limit, setting = limits.body_limit(view)
         limits.check_length(request.content_length, limit, setting)

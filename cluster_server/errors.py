@@ -66,6 +66,12 @@ class Conflict(ShoalError):
     status = 409
 
 
+class QuotaExceeded(Conflict):
+    """A create or resize would take a tenant or a user past one of its quotas."""
+
+    code = "quota_exceeded"
+
+
 class StoreKeyError(ShoalError):
     """The key that seals the store's secrets is missing, damaged or not the one they were
     sealed with: nothing can be read until the right key is restored."""

@@ -11,13 +11,15 @@ import time
 import uuid
 
 from cluster_server import catalog, config, planner, plugins
-from cluster_server.contract.schema import (BOOL, NAME, Anything, ListOf, MapOf, Matching, Obj,
-                                            Range, Tagged)
+from cluster_server.contract.schema import (BOOL, NAME, Anything, Either, ListOf, MapOf,
+                                            Matching, Obj, Range, Tagged)
 from cluster_server.errors import Conflict, NotFound, Unprocessable
 from cluster_server.managed import records as managed_records
 from cluster_server.managed import tasks as managed_tasks
 from cluster_server.solver import solve_layout
 from cluster_server.solver.problem import MAX_SIZE as solver_max_size
+from cluster_server.tenancy import durations, leases, quotas
+from cluster_server.tenancy.principal import OWNER
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # matched whole
 NAME_RULE = "lower-case letters, digits and '-' (at most 40, not starting or ending with '-')"
@@ -56,7 +58,10 @@ PLAN = Obj({**_LAYOUT, "name": CLUSTER_NAME}, required=("template", "size")).des
 CREATE = Obj({
     **_LAYOUT, "name": CLUSTER_NAME,
     "keep_on_failure": BOOL.described("keep what was made when the create fails"),
-    "owner": NAME.described("who the cluster is for (default: the tenant)"),
+    "owner": NAME.described("who the cluster is for (default: whoever creates it)"),
+    "lease": Either(Range(0, durations.MAX_MS), Matching(durations.WHOLE, durations.RULE),
+                    label=f"a lease: {durations.RULE}").described(
+        "a shorter lease than the template's initial one"),
 }, required=("name", "template", "size")).described(
     "a cluster to create", example={"name": "web", "template": "local-web", "size": 3})
 _SERVICES = ListOf(NAME, min_items=1).described("services to act on (their dependencies come too)")
@@ -199,13 +204,14 @@ def node_rows(store, cluster_id, live_only=True):
 
 def get_cluster(store, tenant, name):
     row = store.db.execute(
-        "SELECT id, name, template, provider, status, spec, created_at, updated_at FROM clusters"
-        " WHERE tenant = ? AND name = ? AND status != 'DELETED'", [tenant, name]).fetchone()
+        "SELECT id, name, template, provider, status, spec, created_at, updated_at, owner,"
+        " expires_at FROM clusters WHERE tenant = ? AND name = ? AND status != 'DELETED'",
+        [tenant, name]).fetchone()
     if row is None:
         raise NotFound(f"cluster '{name}' not found", {"entity": "cluster", "name": name})
     return {"id": row[0], "name": row[1], "template": row[2], "provider": row[3],
             "status": row[4], "spec": store.unseal(row[5]), "created_at": row[6],
-            "updated_at": row[7]}
+            "updated_at": row[7], "owner": row[8], "expires_at": row[9]}
 
 
 def running_operation(store, cluster_id):
@@ -237,9 +243,10 @@ def _ensure_created(store, cluster):
 
 # -- the operations ------------------------------------------------------------------------------
 
-def create(store, tenant, data):
+def create(store, tenant, data, owner=OWNER):
     """Create a cluster: returns (cluster, operation id, tasks); nothing runs until submitted.
-    ``data`` fits CREATE (the API checked it), with ``dry_run`` for a plan."""
+    ``data`` fits CREATE (the API checked it), with ``dry_run`` for a plan. ``owner`` is the
+    user it belongs to (quotas count it; users see only their own)."""
     name = data["name"]
     config = data.get("config", {})
     keep = data.get("keep_on_failure", False)
@@ -255,9 +262,13 @@ def create(store, tenant, data):
         # just imported); running it needs them.
         return {"layout": layout, "tasks": tasks}
     check_plugins(view, layout.provider, layout.services, resources)
-    spec = snapshot(template, view, layout, config, data.get("owner") or tenant)
+    # %cluster.owner%: the user it is for; the local owner's clusters keep the tenant, as
+    # before users existed.
+    spec = snapshot(template, view, layout, config,
+                    data.get("owner") or (tenant if owner == OWNER else owner))
     cluster_id = _new_id("c")
     now = time.time()
+    expires_at = leases.initial_expiry(template, data.get("lease"), now)
     with store.write() as db:
         row = db.execute("SELECT id, status FROM clusters WHERE tenant = ? AND name = ? AND"
                          " status != 'DELETED'", [tenant, name]).fetchone()
@@ -269,10 +280,13 @@ def create(store, tenant, data):
                        [now, row[0]])
         elif row:
             raise Conflict(f"cluster '{name}' already exists", {"entity": "cluster", "name": name})
+        # Counted inside the write lock: no other create can slip in between.
+        quotas.check(db, tenant, owner, clusters=1, nodes=len(nodes))
         db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
-                   " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'CREATING', ?, ?, ?)",
+                   " created_at, updated_at, owner, expires_at) VALUES (?, ?, ?, ?, ?,"
+                   " 'CREATING', ?, ?, ?, ?, ?)",
                    [cluster_id, tenant, name, template["name"], layout.provider, store.seal(spec),
-                    now, now])
+                    now, now, owner, expires_at])
         _insert_nodes(db, cluster_id, name, nodes, now)
         managed_records.insert(db, store, cluster_id, resources, now)
         op_id = _insert_operation(db, cluster_id, "create", {"keep_on_failure": keep}, tasks)
@@ -342,6 +356,7 @@ def change(store, tenant, name, kind, data):
     now = time.time()
     with store.write() as db:
         _ensure_idle(store, cluster)
+        quotas.check(db, tenant, cluster["owner"], nodes=len(new_nodes) - len(old))
         old_ids = {n["id"] for n in old}
         keep = {n["id"]: n for n in new_nodes if n["id"] in old_ids}
         for node_id in old_ids - set(keep):
@@ -358,7 +373,8 @@ def change(store, tenant, name, kind, data):
     return {"cluster_id": cluster["id"], "operation": op_id, "layout": layout, "tasks": tasks}
 
 
-def delete(store, tenant, name, data):
+def delete(store, tenant, name, data, reason=None):
+    """Delete a cluster; ``reason`` (e.g. the janitor's) goes to its events with the operation."""
     cluster = get_cluster(store, tenant, name)
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
@@ -384,6 +400,10 @@ def delete(store, tenant, name, data):
         db.execute("UPDATE clusters SET status = 'DELETING', updated_at = ? WHERE id = ?",
                    [time.time(), cluster["id"]])
         op_id = _insert_operation(db, cluster["id"], "delete", {}, tasks)
+        if reason:
+            db.execute("INSERT INTO events (cluster_id, operation_id, at, message)"
+                       " VALUES (?, ?, ?, ?)", [cluster["id"], op_id, time.time(),
+                                                f"{reason}: deleting the cluster"])
     return {"cluster_id": cluster["id"], "operation": op_id, "tasks": tasks}
 
 

@@ -96,6 +96,8 @@ def main(argv=None):
     finally:
         if app.health is not None:
             app.health.stop()  # first: no restart is planned by a server going down
+        if app.janitor is not None:
+            app.janitor.stop()  # before the engine: no delete starts as the server goes down
         if app.engine is not None:
             app.engine.stop()
         try:

@@ -178,6 +178,53 @@ MIGRATIONS = [
         UPDATE clusters SET nodes_version = nodes_version + 1 WHERE id = NEW.cluster_id;
     END;
     """,
+    # tenancy: tenants, their users and users' API tokens (only a sha256 of each token is kept),
+    # the templates an admin made available to users, quotas, and each cluster's owner and lease
+    # expiry. What an earlier release stored stays in 'default' (or the tenant its rows name),
+    # owned by the local owner.
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        max_clusters INTEGER,
+        max_nodes INTEGER
+    );
+    INSERT INTO tenants (name, created_at) VALUES ('default', CAST(strftime('%s', 'now') AS REAL));
+    INSERT OR IGNORE INTO tenants (name, created_at)
+        SELECT tenant, CAST(strftime('%s', 'now') AS REAL) FROM catalog UNION
+        SELECT tenant, CAST(strftime('%s', 'now') AS REAL) FROM clusters UNION
+        SELECT tenant, CAST(strftime('%s', 'now') AS REAL) FROM resources;
+    CREATE TABLE users (
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        max_clusters INTEGER,
+        max_nodes INTEGER,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        FOREIGN KEY (tenant, user) REFERENCES users(tenant, name)
+    );
+    CREATE TABLE template_grants (
+        tenant TEXT NOT NULL,
+        template TEXT NOT NULL,
+        user TEXT NOT NULL,
+        PRIMARY KEY (tenant, template, user)
+    );
+    ALTER TABLE clusters ADD COLUMN owner TEXT NOT NULL DEFAULT 'owner';
+    ALTER TABLE clusters ADD COLUMN expires_at REAL;
+    ALTER TABLE clusters ADD COLUMN lease_warned_at REAL;
+    CREATE INDEX clusters_expiry ON clusters(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX clusters_owner ON clusters(tenant, owner);
+    """,
     # managed cloud databases a cluster's template asks for (cluster_server/
     # managed). ``facts`` is what the cloud said (no secret); ``secret`` the generated password,
     # always sealed with the store's key.

@@ -101,6 +101,28 @@ def _counts(counts):
     return ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
+def expiry(at):
+    """When a lease ends, in UTC, or 'never'."""
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) if at else "never"
+
+
+class ExtendLease(ShoalShowOne):
+    """Extend a cluster's lease (within its template's step and max; admins may pass max)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("--by", required=True, metavar="DURATION",
+                            help="time to add, e.g. 2h, 1d, or milliseconds")
+        return parser
+
+    def take_action(self, parsed_args):
+        lease = self.client.post(f"/clusters/{segment(parsed_args.name)}/extend",
+                                 {"by": parsed_args.by})
+        return self.show_dict({"name": lease["name"], "expires": expiry(lease["expires_at"])},
+                              parsed_args)
+
+
 class PlanCluster(ShoalLister):
     """Show the layout and the tasks an operation would run, without running anything.
 
@@ -189,6 +211,9 @@ class CreateCluster(_Operation):
         parser.add_argument("--size", type=int, required=True, help="number of nodes")
         parser.add_argument("--keep-on-failure", action="store_true",
                             help="on failure keep what was made, for debugging (no rollback)")
+        parser.add_argument("--lease", metavar="DURATION",
+                            help="a shorter lease than the template's (e.g. 4h, 2d); the "
+                                 "cluster is deleted when it runs out")
         add_layout_options(parser)
         return self.add_wait(parser)
 
@@ -196,6 +221,8 @@ class CreateCluster(_Operation):
         body = dict(layout_request(parsed_args), name=parsed_args.name)
         if parsed_args.keep_on_failure:
             body["keep_on_failure"] = True
+        if parsed_args.lease:
+            body["lease"] = parsed_args.lease
         result = self.client.post("/clusters", body)
         self.warn(f"cluster {parsed_args.name}: {len(result['layout']['nodes'])} nodes, "
                   f"{result['tasks']} tasks")
@@ -212,9 +239,12 @@ class ListClusters(ShoalLister):
 
     def take_action(self, parsed_args):
         rows = self.client.get("/clusters", all="1" if parsed_args.all else None)
-        return (("Name", "Status", "Health", "Template", "Provider", "Nodes"),
+        return (("Name", "Status", "Health", "Template", "Provider", "Nodes", "Owner",
+                 "Expires"),
                 [(r["name"], r["status"], r["health"] + (" DRIFTED" if r["drifted"] else ""),
-                  r["template"], r["provider"], r["nodes"]) for r in rows])
+                  r["template"], r["provider"], r["nodes"], r["owner"], expiry(r["expires_at"]))
+                 for r in rows])
+
 
 
 def _metrics(metrics):
@@ -264,6 +294,7 @@ class ShowCluster(ShoalShowOne):
                                             if cluster["health_reason"] else "")),
             "drift": ("DRIFTED" if drift.get("drifted") else "none" if drift else "not checked"),
             "template": cluster["template"], "provider": cluster["provider"],
+            "owner": cluster["owner"], "expires": expiry(cluster["expires_at"]),
             "size": cluster["size"], "services": ", ".join(cluster["services"]),
             "node_counts": _counts(cluster["node_counts"]), "nodes": nodes, "resources": resources,
             "links": links,

@@ -10,6 +10,7 @@ from cluster_server.contract.params import BOOLEAN, accepts, pattern
 from cluster_server.contract.schema import (STR, Anything, Choice, ListOf, MapOf, Obj,
                                             Tagged)
 from cluster_server.errors import Conflict, PluginError, ValidationError
+from cluster_server.tenancy import policy
 
 bp = Blueprint("catalog", __name__)
 
@@ -97,7 +98,12 @@ def write_entities(entities, replace, sources=None):
 def list_entities(plural):
     """List the entities of one catalog kind."""
     kind = _kind(plural)
-    return jsonify([public(kind, body) for body in current_app.store.catalog_list(kind, g.tenant)])
+    store = current_app.store
+    bodies = store.catalog_list(kind, g.tenant)
+    if kind == "template":  # a user sees only the templates shared with them
+        visible = policy.templates_visible(g.principal, store)
+        bodies = [body for body in bodies if visible is None or body["name"] in visible]
+    return jsonify([public(kind, body) for body in bodies])
 
 
 @bp.post("/<plural>")
@@ -120,6 +126,8 @@ def show_entity(plural, name):
     """One entity; templates come resolved (extends/includes merged) unless ?raw=1."""
     kind = _kind(plural)
     store = current_app.store
+    if kind == "template":
+        policy.check_template(g.principal, store, name)
     if kind == "template" and not flag("raw"):
         store.catalog_get(kind, name, g.tenant)  # 404 first, before resolving
         return jsonify(catalog.resolve_template(name, store.catalog_all(g.tenant)))

@@ -15,6 +15,7 @@ from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
 from cluster_server.health import state as health_state
 from cluster_server.managed import records as managed_records
+from cluster_server.tenancy import policy
 
 bp = Blueprint("clusters", __name__)
 
@@ -90,6 +91,7 @@ def plan_new():
     """Solve a layout for a template and size: node groups and task counts by action (with
     ?full=1 every node and every task a create would run)."""
     data = json_body()
+    policy.check_template(g.principal, current_app.store, data["template"])
     result = operations.create(current_app.store, g.tenant,
                                {**data, "name": data.get("name") or "plan", "dry_run": True,
                                 "full": _full()})
@@ -103,29 +105,35 @@ def create_cluster():
     """Create a cluster; the operation runs in the background (202 with its id)."""
     _engine()
     data = json_body()
-    return _submitted(operations.create(current_app.store, g.tenant, data))
+    policy.check_template(g.principal, current_app.store, data["template"])
+    owner = policy.owner_for_create(g.principal, data.get("owner"))
+    return _submitted(operations.create(current_app.store, g.tenant, data, owner=owner))
 
 
 @bp.get("/clusters")
 @accepts(query={"all": BOOLEAN})
 @returns(200, ListOf(responses.CLUSTER_ROW))
 def list_clusters():
-    """Every cluster (deleted ones only with ?all=1)."""
+    """Every cluster the caller may see (deleted ones only with ?all=1): a user's own, or all of
+    the tenant's for an admin."""
     everything = request.args.get("all") in ("1", "true")
+    mine, args = policy.cluster_owner_filter(g.principal)
     query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at, c.id,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
-             " ('DELETED', 'REMOVING')) FROM clusters c WHERE c.tenant = ?")
+             " ('DELETED', 'REMOVING')), c.owner, c.expires_at FROM clusters c WHERE c.tenant = ?"
+             + mine)
     if not everything:
         query += " AND c.status != 'DELETED'"
     store = current_app.store
     with store.snapshot():
-        rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+        rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant, *args]).fetchall()
         health = health_state.summaries(store, [r[5] for r in rows])
         drifted = {cluster_id for (cluster_id,) in store.db.execute(
             "SELECT cluster_id FROM drift WHERE drifted = 1")}
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
                      "created_at": r[4], "nodes": r[6], "health": health[r[5]][0],
-                     "drifted": r[5] in drifted} for r in rows])
+                     "drifted": r[5] in drifted, "owner": r[7], "expires_at": r[8]}
+                    for r in rows])
 
 
 NODE_COLUMNS = "rowid, id, hostname, hardwaretype, imagetype, services, status, facts"
@@ -179,6 +187,7 @@ def cluster_view(store, cluster, limit=None, after=None):
             "health": health, "health_reason": reason,
             "drift": health_state.drift(store, cluster["id"]),
             "template": cluster["template"], "provider": cluster["provider"],
+            "owner": cluster["owner"], "expires_at": cluster["expires_at"],
             "services": sorted(cluster["spec"]["services"]), "size": sum(counts.values()),
             "node_counts": counts, "nodes": view, "next": cursor, "links": links,
             "resources": resources,
@@ -296,8 +305,11 @@ def list_tasks(name):
                                " created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
         op_id = row[0] if row else ""
     limit, after = paging.page_args()
+    # Only an operation of this cluster: another's id names nothing here.
     rows, cursor = paging.keyset(store.db, f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE"
-                                 " operation_id = ?", "seq", [op_id], limit, after)
+                                 " operation_id = ? AND operation_id IN (SELECT id FROM"
+                                 " operations WHERE cluster_id = ?)", "seq",
+                                 [op_id, cluster["id"]], limit, after)
     return paging.with_next(jsonify([_task_row(r[1:]) for r in rows]), cursor)
 
 

@@ -37,7 +37,8 @@ SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LA
 CONTROLLED = Obj({"operation": STR, "requested": STR}, required=("operation", "requested"))
 
 CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
-                   "created_at": NUMBER, "nodes": INT, "health": STR, "drifted": BOOL})
+                   "created_at": NUMBER, "nodes": INT, "health": STR, "drifted": BOOL,
+                   "owner": STR, "expires_at": OPTIONAL_NUMBER})
 NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
             "imagetype": STR, "address": STR, "ports": Anything(),
             "metrics": MapOf(Anything()).described("load, memory and disk, read on the node")})
@@ -53,6 +54,7 @@ MANAGED = Obj({"name": STR, "type": STR, "status": STR, "resource_id": STR, "end
                "database": STR}).described("a managed resource (database); never its password")
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
+    "owner": STR, "expires_at": OPTIONAL_NUMBER,
     "services": NAMES, "size": INT, "node_counts": MapOf(INT), "nodes": ListOf(NODE),
     "next": Scalar(int, type(None), label="the next page's cursor (?after=) or null"),
     "resources": ListOf(MANAGED),
@@ -108,6 +110,21 @@ RESOURCE_ROW = Obj({"kind": STR, "name": STR, "active": Scalar(int, type(None), 
                     "staged": Scalar(int, type(None), label="v"), "latest": INT,
                     "versions": INT}, open_keys=True)
 RESOURCE_DELETED = Obj({"kind": STR, "name": STR, "deleted": Anything()})
+
+OPTIONAL_INT = Scalar(int, type(None), label="a whole number or null")
+PRINCIPAL = Obj({"user": STR, "tenant": STR, "role": STR})
+TENANT = Obj({"name": STR, "created_at": NUMBER, "max_clusters": OPTIONAL_INT,
+              "max_nodes": OPTIONAL_INT, "clusters": INT, "nodes": INT, "users": INT})
+USER = Obj({"name": STR, "tenant": STR, "role": STR, "created_at": NUMBER,
+            "max_clusters": OPTIONAL_INT, "max_nodes": OPTIONAL_INT, "clusters": INT,
+            "nodes": INT, "tokens": INT})
+TOKEN = Obj({"id": STR, "user": STR, "tenant": STR, "created_at": NUMBER,
+             "expires_at": OPTIONAL_NUMBER, "revoked_at": OPTIONAL_NUMBER, "state": STR})
+ISSUED = Obj({"id": STR, "user": STR, "tenant": STR, "token": STR, "created_at": NUMBER,
+              "expires_at": OPTIONAL_NUMBER}).described("a new token, shown this once")
+GRANT = Obj({"template": STR, "user": OPTIONAL_STR})
+GONE = Obj({"deleted": STR})
+LEASE = Obj({"name": STR, "expires_at": NUMBER, "expires": STR})
 
 SERVER = Obj({"version": STR, "pid": INT, "schema": INT, "home": STR, "engine": BOOL})
 SETUP = MapOf(Anything()).described("the recorded choice per cloud (names and paths only)")

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 
+from cluster_server.errors import ShoalError
 from cluster_server.health import checks, drift, facts, supervision
 from cluster_server.health.state import FAILING, HEALTHY, UNKNOWN, add_event, save_drift
 
@@ -284,7 +285,14 @@ class Monitor:
     # -- node facts --------------------------------------------------------------------------
 
     def _facts(self, target):
-        found = facts.collect(self._transport(target))
+        try:
+            found = facts.collect(self._transport(target))
+        except ShoalError as exc:
+            # A node being deleted or stopped between two refreshes cannot be reached: nothing
+            # to record, and no traceback (the service checks say whether it is really down).
+            LOG.info("node facts of %s/%s not read: %s", target.cluster["name"],
+                     target.node["id"], exc)
+            return
         self.counters["facts"] += 1
         with self.store.write() as db:
             row = db.execute("SELECT facts, status FROM nodes WHERE cluster_id = ? AND id = ?",

@@ -294,7 +294,8 @@ def test_api_errors_have_the_one_shape(api, monkeypatch):
         # Fits the contract (bytes) but is no archive: 422, not a malformed request.
         (api("PUT", "/resources/archives/a.tar", data=EVIL["zip-dotdot"][0][:10]), 422,
          "invalid"),
-        (api("GET", "/resources", tenant="../../etc"), 400, "invalid"),
+        # A tenant is a row of the store: a name that is none names no tenant.
+        (api("GET", "/resources", tenant="../../etc"), 404, "not_found"),
     ]
     for response, status, code in cases:
         assert response.status_code == status, (response.request.path, response.get_json())
@@ -304,6 +305,7 @@ def test_api_errors_have_the_one_shape(api, monkeypatch):
 
 
 def test_api_tenants_are_separate(api):
+    assert api("POST", "/tenants", json={"name": "acme"}).status_code == 201
     api("PUT", "/resources/scripts/s", data=b"x", tenant="acme")
     assert api("GET", "/resources").get_json() == []
     assert len(api("GET", "/resources", tenant="acme").get_json()) == 1
