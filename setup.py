@@ -19,7 +19,9 @@ setup(
     # docker-cli automator looks when it does not run from a checkout.
     data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
                 for cli in ("aws", "gcloud", "kubectl")],
-    package_data={"cluster_server": ["catalog_default/*/*.json"], "extensions": ["resources/*/*"]},
+    package_data={"cluster_server": ["catalog_default/*/*.json", "ui/templates/*.html",
+                                     "ui/static/*"],
+                  "extensions": ["resources/*/*"]},
     install_requires=[
         "cliff>=4.0",
         "stevedore>=5.0",
@@ -37,7 +39,9 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8", "docker>=7.0",
                  "boto3>=1.34", "moto[server]>=5.0", "google-cloud-compute>=1.14",
                  # The API's contract: validated as OpenAPI 3.1, fuzzed (tests/contract).
-                 "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5"],
+                 "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5",
+                 # The web UI in a real browser: Debian's chromium through chromedriver.
+                 "selenium>=4.20"],
     },
     entry_points={
         "console_scripts": ["shoal = cluster_cli.main:main"],

@@ -29,6 +29,7 @@ COMMANDS["cluster shell"] = "cluster_cli.v1.shell:ShellCluster"
 COMMANDS["cluster exec"] = "cluster_cli.v1.shell:ExecCluster"
 COMMANDS["setup aws"] = "cluster_cli.v1.setup:SetupAws"
 COMMANDS["setup gcp"] = "cluster_cli.v1.setup:SetupGcp"
+COMMANDS["ui"] = "cluster_cli.v1.ui:OpenUI"
 COMMANDS["task list"] = "cluster_cli.v1.cluster:ListTasks"
 COMMANDS["task show"] = "cluster_cli.v1.cluster:ShowTask"
 

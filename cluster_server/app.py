@@ -51,10 +51,14 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
 
-    from cluster_server.api import catalog, clusters, envshell, meta, resources
+    from cluster_server.api import catalog, clusters, envshell, live, meta, resources
 
-    for module in (meta, catalog, clusters, resources, envshell):
+    for module in (meta, catalog, clusters, resources, envshell, live):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
+
+    from cluster_server import ui  # the web UI under /ui/: its own session check
+
+    app.register_blueprint(ui.bp)
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp
 
@@ -62,7 +66,14 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
 
     @app.before_request
     def check_token():
+        if request.blueprint == ui.bp.name:
+            return  # pages and assets: the UI checks its session cookie itself
         sent = request.headers.get("Authorization", "")
+        if not sent:  # a browser of the web UI: its session cookie (and CSRF token)
+            principal = ui.sessions.principal_from_cookie(request)
+            if principal is not None:
+                g.tenant = principal["tenant"]
+                return
         expected = "Bearer " + app.config["SHOAL_TOKEN"]
         if not hmac.compare_digest(sent.encode(), expected.encode()):
             raise Unauthorized(
@@ -74,8 +85,8 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     def check_contract():
         # After the token: a caller without it learns nothing of the contract's limits.
         view = app.view_functions.get(request.endpoint)
-        if view is None:  # 404 and 405: routing already refused the request
-            return
+        if view is None or request.blueprint == ui.bp.name:  # 404, 405: routing refused it;
+            return                                          # the UI's pages have no contract
         if request.method == "OPTIONS":
             # Flask's own answer lists the methods of every rule the path matches, also
             # PUT /<plural>/<name> for /catalog/check; list those that serve it.

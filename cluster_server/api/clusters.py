@@ -242,19 +242,27 @@ def show_task(task_id):
 def show_operation(op_id):
     """An operation's status and task counts (what --wait shows)."""
     store = current_app.store
-    row = store.db.execute("SELECT o.id, o.kind, o.status, o.error, c.name, c.status FROM"
-                           " operations o JOIN clusters c ON c.id = o.cluster_id WHERE o.id = ?"
-                           " AND c.tenant = ?", [op_id, g.tenant]).fetchone()
+    row = store.db.execute("SELECT o.id FROM operations o JOIN clusters c ON c.id ="
+                           " o.cluster_id WHERE o.id = ? AND c.tenant = ?",
+                           [op_id, g.tenant]).fetchone()
     if row is None:
         raise NotFound(f"operation '{op_id}' not found", {"entity": "operation", "name": op_id})
+    return jsonify(operation_summary(store, op_id))
+
+
+def operation_summary(store, op_id):
+    """Status, task counts by status and the tasks running now (--wait and the UI's stream)."""
+    row = store.db.execute("SELECT o.id, o.kind, o.status, o.error, c.name, c.status FROM"
+                           " operations o JOIN clusters c ON c.id = o.cluster_id WHERE o.id = ?",
+                           [op_id]).fetchone()
     counts = dict(store.db.execute("SELECT status, COUNT(*) FROM tasks WHERE operation_id = ?"
                                    " AND action != 'JOIN' GROUP BY status", [op_id]).fetchall())
     running = [f"{r[0]} {r[1] or ''} on {r[2]}".replace("  ", " ") for r in store.db.execute(
         "SELECT action, service, node_id FROM tasks WHERE operation_id = ? AND status ="
         " 'RUNNING' ORDER BY seq LIMIT 5", [op_id])]
-    return jsonify({"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
-                    "cluster": row[4], "cluster_status": row[5], "counts": counts,
-                    "total": sum(counts.values()), "running": running})
+    return {"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
+            "cluster": row[4], "cluster_status": row[5], "counts": counts,
+            "total": sum(counts.values()), "running": running}
 
 
 @bp.get("/clusters/<name>/events")

@@ -1,0 +1,160 @@
+"""The pages of the web UI. Each reads what it shows from the REST API (``apicall.get``) and
+renders it; every change is made by the pages' script through the same API."""
+
+import json
+import time
+
+from flask import current_app, redirect, render_template, request
+
+from cluster_server import catalog
+from cluster_server.ui import apicall, bp, sessions
+
+KINDS = [(catalog.DIRS[kind], kind) for kind in catalog.KINDS]  # (plural, kind)
+PLURALS = dict(KINDS)
+STATUSES = ("ACTIVE", "CREATING", "UPDATING", "DELETING", "FAILED", "INCONSISTENT", "DELETED")
+TASK_ROWS = 300   # the task table shows this many (running and failed first); the CLI has all
+
+
+@bp.get("/login")
+def login():
+    """Trade a one-time code from ``shoal ui`` for a session cookie, then land on the page."""
+    session, target = sessions.of(current_app).redeem(request.args.get("code"))
+    if session is None:
+        return render_template("logged_out.html", reason="bad code"), 403
+    response = redirect(target)
+    # HttpOnly: no script reads it; SameSite=Strict: no other site's page sends it.
+    response.set_cookie(sessions.COOKIE, session.id, httponly=True, samesite="Strict",
+                        path="/", max_age=int(sessions.SESSION_TTL))
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    sessions.of(current_app).end(request.cookies.get(sessions.COOKIE))
+    response = current_app.make_response(render_template("logged_out.html", reason="logout"))
+    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
+
+
+@bp.get("/logged-out")
+def logged_out():
+    return render_template("logged_out.html", reason="logout")
+
+
+@bp.get("/")
+def home():
+    return redirect("/ui/templates")
+
+
+@bp.errorhandler(apicall.ApiError)
+def api_error(error):
+    return render_template("error.html", error=error), error.status
+
+
+# -- user view --------------------------------------------------------------------------------
+
+
+@bp.get("/templates")
+def templates():
+    rows = [apicall.get(f"/clustertemplates/{t['name']}") for t in apicall.get("/clustertemplates")]
+    return render_template("templates.html", templates=rows, page="templates")
+
+
+@bp.get("/templates/<name>")
+def template(name):
+    resolved = apicall.get(f"/clustertemplates/{name}")
+    compat = resolved.get("compatibility", {})
+    choices = {
+        "services": compat.get("services") or [s["name"] for s in apicall.get("/services")],
+        "hardwaretypes": compat.get("hardwaretypes") or [
+            h["name"] for h in apicall.get("/hardwaretypes")],
+        "imagetypes": compat.get("imagetypes") or [i["name"] for i in apicall.get("/imagetypes")],
+    }
+    return render_template("template.html", t=resolved, choices=choices, page="templates",
+                           body=json.dumps(resolved, indent=2, sort_keys=True))
+
+
+@bp.get("/clusters")
+def clusters():
+    status = request.args.get("status", "")
+    rows = apicall.get("/clusters")
+    if status:
+        rows = [r for r in rows if r["status"] == status]
+    return render_template("clusters.html", clusters=rows, status=status, statuses=STATUSES,
+                           now=time.time(), page="clusters")
+
+
+@bp.get("/clusters/<name>")
+def cluster(name):
+    rendered_at = time.time()  # the stream sends what changed after this
+    view = apicall.get(f"/clusters/{name}")
+    op = apicall.get(f"/operations/{view['operation']['id']}") if view["operation"] else None
+    tasks = apicall.get(f"/clusters/{name}/tasks")
+    order = {"FAILED": 0, "RUNNING": 1}
+    shown = sorted(tasks, key=lambda t: order.get(t["status"], 2))[:TASK_ROWS]
+    events = apicall.get(f"/clusters/{name}/events")["events"][-200:]
+    template_body = apicall.get(f"/clustertemplates/{view['template']}") if _exists(
+        "clustertemplates", view["template"]) else {}
+    services = template_body.get("compatibility", {}).get("services") or [
+        s["name"] for s in apicall.get("/services")]
+    return render_template("cluster.html", c=view, op=op, tasks=shown, task_total=len(tasks),
+                           events=events, rendered_at=rendered_at, page="clusters",
+                           all_services=sorted(set(services) | set(view["services"])),
+                           last_event=events[-1]["id"] if events else 0)
+
+
+def _exists(plural, name):
+    try:
+        apicall.get(f"/{plural}/{name}")
+        return True
+    except apicall.ApiError:
+        return False
+
+
+# -- admin view -------------------------------------------------------------------------------
+
+
+@bp.get("/admin")
+def admin():
+    kinds = [(plural, kind, apicall.get(f"/{plural}")) for plural, kind in KINDS]
+    return render_template("admin.html", kinds=kinds, page="admin")
+
+
+@bp.get("/admin/<plural>/new")
+def new_entity(plural):
+    kind = _kind(plural)
+    return render_template("entity.html", plural=plural, kind=kind, name=None, page="admin",
+                           body=json.dumps({"name": "", "description": ""}, indent=2))
+
+
+@bp.get("/admin/<plural>/<name>")
+def entity(plural, name):
+    kind = _kind(plural)
+    raw = "?raw=1" if kind == "template" else ""
+    body = apicall.get(f"/{plural}/{name}{raw}")
+    return render_template("entity.html", plural=plural, kind=kind, name=name, page="admin",
+                           body=json.dumps(body, indent=2, sort_keys=True))
+
+
+@bp.get("/admin/import")
+def import_page():
+    return render_template("import.html", page="admin")
+
+
+@bp.get("/admin/check")
+def check():
+    return render_template("check.html", warnings=apicall.get("/catalog/check")["warnings"],
+                           page="admin")
+
+
+@bp.get("/admin/resources")
+def resources():
+    rows = [apicall.get(f"/resources/{r['kind']}/{r['name']}") for r in apicall.get("/resources")]
+    return render_template("resources.html", resources=rows, page="admin")
+
+
+def _kind(plural):
+    if plural not in PLURALS:
+        raise apicall.ApiError(404, {"code": "not_found",
+                                     "message": f"no catalog collection '{plural}'"})
+    return PLURALS[plural]

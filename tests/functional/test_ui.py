@@ -1,0 +1,170 @@
+"""The web UI in a real browser (headless Chromium through Selenium) against a real server
+process: login by one-time link, CSP and CSRF, plans, clusters followed live, the admin view.
+Every page visited leaves a screenshot in tests/screenshots/."""
+
+import json
+import urllib.parse
+
+import pytest
+
+from tests.cloudkit import api as rest, wait_finished
+from tests.conftest import Shoal
+from tests.uikit import Browser, fetch, login_url, need_browser
+
+pytestmark = need_browser
+
+
+@pytest.fixture(scope="module")
+def shoal(tmp_path_factory):
+    client = Shoal(tmp_path_factory.mktemp("ui") / "home", default_catalog=True)
+    client.run("server", "start")
+    yield client
+    for cluster in rest(client, "/clusters"):
+        client.run("cluster", "delete", cluster["name"], "--wait", check=False)
+    client.run("server", "stop")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    browser = Browser()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture
+def browser(chromium, request, shoal):
+    chromium.test = request.node.name
+    chromium.shots = 0
+    chromium.driver.get(shoal.url + "/ui/logged-out")  # a page of the origin, to clear its cookies
+    chromium.driver.delete_all_cookies()
+    return chromium
+
+
+def logged_in(browser, shoal, cluster=None):
+    browser.get(login_url(shoal, cluster))
+    return browser
+
+
+# -- (1) login, logout, CSP, CSRF ------------------------------------------------------------------
+
+
+def test_login_link_works_once_and_logout_ends_the_session(browser, shoal):
+    url = login_url(shoal)
+    assert shoal.token not in url and "/ui/login?code=" in url
+    browser.get(url)
+    assert browser.driver.current_url == shoal.url + "/ui/templates"
+    assert "local-web" in browser.text("#templates")
+    cookie = browser.cookie()["shoal_session"]
+    # The cookie: HttpOnly (no script sees it), SameSite=Strict; the token is nowhere in the page.
+    [details] = [c for c in browser.driver.get_cookies() if c["name"] == "shoal_session"]
+    assert details["httpOnly"] and details["sameSite"] == "Strict"
+    assert browser.driver.execute_script("return document.cookie") == ""
+    assert shoal.token not in browser.driver.page_source
+    storage = browser.driver.execute_script(
+        "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert shoal.token not in storage
+    # The same link again, in a browser without the session: refused.
+    browser.driver.delete_all_cookies()
+    browser.get(url)
+    assert "cannot log you in" in browser.text("#refused")
+    assert fetch(url)[0] == 403
+    # The session works until logout, then neither pages nor the API take it.
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 200
+    browser.driver.add_cookie({"name": "shoal_session", "value": cookie, "path": "/"})
+    browser.get(shoal.url + "/ui/clusters")
+    browser.find("#logout").click()
+    browser.wait_text("h1", "Logged out")
+    browser.shot()
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 401
+    assert fetch(shoal.url + "/api/v1/clusters", cookie)[0] == 401
+
+
+def test_every_page_sends_a_strict_csp_and_inline_script_does_not_run(browser, shoal):
+    logged_in(browser, shoal)
+    cookie = browser.cookie()["shoal_session"]
+    for path in ("/ui/templates", "/ui/templates/local-web", "/ui/clusters", "/ui/admin",
+                 "/ui/admin/import", "/ui/admin/check", "/ui/admin/resources",
+                 "/ui/admin/services/web-backend", "/ui/logged-out"):
+        status, headers, _ = fetch(shoal.url + path, cookie)
+        assert status == 200, path
+        policy = headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy, path
+        assert "unsafe-inline" not in policy and "http" not in policy, path
+    browser.get(shoal.url + "/ui/templates")
+    ran = browser.driver.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
+        "document.body.append(s); return window.inlineRan === 1")
+    assert ran is False
+
+
+def test_a_form_posted_without_the_csrf_token_is_refused(browser, shoal):
+    logged_in(browser, shoal)
+    cookie = browser.cookie()["shoal_session"]
+    # A plain HTML form (what another page would submit) posting to the API and to logout.
+    for action in ("/api/v1/clusters/plan", "/ui/logout"):
+        browser.driver.execute_script(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
+            "const i = document.createElement('input'); i.name = 'template';"
+            "i.value = 'local-web'; f.append(i); document.body.append(f); f.submit()", action)
+        browser.wait(lambda: "csrf" in browser.driver.page_source.lower(), "the refusal")
+        browser.shot("refused")
+        assert "CSRF" in browser.driver.page_source
+        browser.driver.back()
+    # The session is still alive (the forged logout did nothing), and a wrong token is refused.
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 200
+    status, _, body = fetch(shoal.url + "/api/v1/clusters", cookie, "POST",
+                            json.dumps({"name": "forged", "template": "local-web",
+                                        "size": 3}).encode(),
+                            {"Content-Type": "application/json", "X-CSRF-Token": "wrong"})
+    assert status == 403 and json.loads(body)["error"]["details"]["reason"] == "csrf"
+    assert rest(shoal, "/clusters") == [] or all(c["name"] != "forged"
+                                                for c in rest(shoal, "/clusters"))
+
+
+# -- (1) templates and plans ----------------------------------------------------------------------
+
+
+def test_template_page_plans_a_layout_with_cost_and_tasks(browser, shoal):
+    logged_in(browser, shoal)
+    browser.find("#templates a[href='/ui/templates/local-web']").click()
+    browser.wait_text("h1", "local-web")
+    browser.shot()
+    assert '"defaults"' in browser.text("#resolved")
+    size = browser.find("#f-size")
+    size.clear()
+    size.send_keys("4")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#plan-result").is_displayed(), "the plan")
+    browser.shot("plan")
+    rows = [r.text for r in browser.finds("#plan-groups tbody tr")]
+    assert any("web-backend" in r for r in rows) and any("web-balancer" in r for r in rows)
+    counts = sum(int(r.split()[0]) for r in rows)
+    assert counts == 4
+    expected = json.loads(fetch(shoal.url + "/api/v1/clusters/plan", None, "POST", json.dumps(
+        {"template": "local-web", "size": 4}).encode(), {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {shoal.token}"})[2])
+    assert browser.text("#plan-tasks") == str(
+        sum(1 for t in expected["tasks"] if t["action"] != "JOIN"))
+    assert float(browser.text("#plan-cost")) == expected["layout"]["cost"]
+    assert rest(shoal, "/clusters") == [] or "x" not in [c["name"] for c in rest(shoal, "/clusters")]
+
+
+def test_an_infeasible_plan_shows_the_solvers_reason_beside_the_form(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/local-web")
+    size = browser.find("#f-size")
+    size.clear()
+    size.send_keys("1")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.text("#plan-error") or any(
+        e.text for e in browser.finds("#plan-form .field-error")), "the reason")
+    browser.shot("infeasible")
+    shown = " ".join(e.text for e in browser.finds("#plan-form .field-error, #plan-error"))
+    reason = json.loads(fetch(shoal.url + "/api/v1/clusters/plan", None, "POST", json.dumps(
+        {"template": "local-web", "size": 1}).encode(), {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {shoal.token}"})[2])["error"]["message"]
+    assert reason and reason in shown
+    assert not browser.find("#plan-result").is_displayed()
+    assert browser.find("#create-button").get_attribute("disabled")
