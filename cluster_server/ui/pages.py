@@ -89,7 +89,8 @@ def cluster(name):
     rendered_at = time.time()  # the stream sends what changed after this
     view = apicall.get(f"/clusters/{name}")
     op = apicall.get(f"/operations/{view['operation']['id']}") if view["operation"] else None
-    tasks = apicall.get(f"/clusters/{name}/tasks")
+    # JOIN tasks are the planner's own barriers: not work anyone waits on.
+    tasks = [t for t in apicall.get(f"/clusters/{name}/tasks") if t["action"] != "JOIN"]
     order = {"FAILED": 0, "RUNNING": 1}
     shown = sorted(tasks, key=lambda t: order.get(t["status"], 2))[:TASK_ROWS]
     events = apicall.get(f"/clusters/{name}/events")["events"][-200:]

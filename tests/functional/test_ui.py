@@ -168,3 +168,108 @@ def test_an_infeasible_plan_shows_the_solvers_reason_beside_the_form(browser, sh
     assert reason and reason in shown
     assert not browser.find("#plan-result").is_displayed()
     assert browser.find("#create-button").get_attribute("disabled")
+
+
+# -- (2) clusters: create, follow live, operate ---------------------------------------------------
+
+
+def confirm(browser, title_part):
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the plan to confirm")
+    assert title_part in browser.text("#confirm-title")
+    browser.shot("confirm")
+    browser.find("#confirm-yes").click()
+
+
+def wait_status(browser, status, timeout=120):
+    browser.wait(lambda: browser.text("#cluster-status") == status and
+                 browser.text("#op-status") in ("SUCCEEDED", "FAILED", "CANCELLED"),
+                 f"cluster status {status}", timeout)
+
+
+def test_create_from_the_form_follows_progress_live_then_resize_and_delete(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/local-web")
+    browser.find("#f-name").send_keys("webui")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#create-button").is_enabled(), "the plan")
+    browser.find("#create-button").click()
+    browser.wait(lambda: browser.driver.current_url.endswith("/ui/clusters/webui"), "landing")
+    browser.shot("landed")
+    # Marks this document: a reload would lose it.
+    browser.driver.execute_script("window.sameDocument = true")
+    wait_status(browser, "ACTIVE")
+    browser.shot("active")
+    assert browser.driver.execute_script("return window.sameDocument") is True
+    assert browser.text("#op-status") == "SUCCEEDED"
+    assert browser.find("#op-bar").get_attribute("value") == browser.find(
+        "#op-bar").get_attribute("max")
+    events = browser.text("#events")
+    assert events  # the log grew while the page watched
+    # The nodes table filled in: 3 nodes with addresses, statuses from the stream.
+    browser.wait(lambda: len(browser.finds("#nodes tbody tr")) == 3, "three nodes")
+    assert all("ACTIVE" in row.text for row in browser.finds("#nodes tbody tr"))
+    # The balancer link is a link, and it answers.
+    browser.wait(lambda: browser.finds("#links a"), "the links")
+    link = [a for a in browser.finds("#links a") if a.text == "balancer"][0]
+    href = link.get_attribute("href")
+    assert href.startswith("http://127.")
+    link.click()
+    browser.wait(lambda: len(browser.driver.window_handles) == 2, "the balancer's tab")
+    cluster_tab = browser.driver.current_window_handle
+    browser.driver.switch_to.window([h for h in browser.driver.window_handles
+                                     if h != cluster_tab][0])
+    browser.wait(lambda: "backend" in browser.driver.page_source.lower(), "a backend's answer")
+    browser.shot("balancer")
+    browser.driver.close()
+    browser.driver.switch_to.window(cluster_tab)
+
+    # Resize: the plan (layout groups, added nodes, tasks) is shown, then confirmed.
+    size = browser.find("#resize-size")
+    size.clear()
+    size.send_keys("4")
+    browser.find("#resize-plan").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the resize plan")
+    assert "Nodes: 3 → 4 (added 1, removed 0" in browser.text("#plan-summary")
+    assert "tasks on" in browser.text("#plan-task-count")
+    assert rest(shoal, "/clusters/webui")["size"] == 3  # planning changed nothing
+    confirm(browser, "resize")
+    browser.wait(lambda: browser.text("#op-kind") == "resize", "the resize to start")
+    wait_status(browser, "ACTIVE")
+    browser.wait(lambda: len(browser.finds("#nodes tbody tr")) == 4, "four nodes")
+    browser.shot("resized")
+    assert browser.driver.execute_script("return window.sameDocument") is True
+    assert rest(shoal, "/clusters/webui")["size"] == 4
+
+    # Delete, after its plan.
+    browser.find("#delete-plan").click()
+    confirm(browser, "delete")
+    browser.wait(lambda: browser.text("#cluster-status") == "DELETED", "the delete", 120)
+    browser.shot("deleted")
+    assert "webui" not in [c["name"] for c in rest(shoal, "/clusters")]
+
+
+def test_cancel_of_a_running_create_rolls_it_back(browser, shoal, tmp_path):
+    from shoal_testkit import catalog
+
+    hold = shoal.home / "hold-ui"
+    hold.write_text("")
+    shoal.run("catalog", "import", catalog.write(tmp_path / "catalog", fields={
+        "hold_while_exists": "hold-ui"}))
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/fake-stack")
+    browser.find("#f-name").send_keys("held")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#create-button").is_enabled(), "the plan")
+    browser.find("#create-button").click()
+    browser.wait(lambda: browser.driver.current_url.endswith("/ui/clusters/held"), "landing")
+    browser.wait(lambda: browser.text("#op-running-count") not in ("", "0"), "running tasks")
+    assert browser.finds("#op-running li")
+    browser.shot("running")
+    browser.find("#control-cancel").click()
+    confirm(browser, "Cancel")
+    hold.unlink()  # the held actions end; the rollback runs
+    browser.wait(lambda: browser.text("#op-status") in ("CANCELLED", "FAILED"), "the cancel", 120)
+    browser.shot("cancelled")
+    cluster = wait_finished(shoal, "held")
+    assert cluster["operation"]["status"] in ("CANCELLED", "FAILED")
+    assert cluster["status"] in ("FAILED", "DELETED")

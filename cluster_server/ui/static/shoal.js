@@ -222,11 +222,12 @@
     }
 
     async function reloadTasks() {
-      const rows = await api("GET", path + "/tasks");
+      let rows = await api("GET", path + "/tasks");
       const body = document.querySelector("#tasks tbody");
       body.replaceChildren();
       taskRows.clear();
       const order = (t) => (t.status === "FAILED" ? 0 : t.status === "RUNNING" ? 1 : 2);
+      rows = rows.filter((t) => t.action !== "JOIN");
       rows.sort((a, b) => order(a) - order(b));
       for (const t of rows.slice(0, TASK_ROWS)) {
         const tr = taskRow(t);
@@ -334,10 +335,11 @@
       const touched = new Set(plan.tasks.map((t) => t.node).filter(Boolean));
       if (plan.layout) {
         const l = plan.layout;
-        const added = Array.isArray(l.added) ? l.added.length : (l.added ? Object.keys(l.added).length : 0);
+        const before = Number(document.getElementById("size").textContent);
+        const creates = plan.tasks.filter((t) => t.action === "CREATE").length;
         parts.push(el("p", {id: "plan-summary", text:
-          "Nodes added: " + added + " · removed: " + l.removed.length + " · changed: " +
-          l.changed.length + " · cost after: " + l.cost}));
+          "Nodes: " + before + " → " + l.nodes.length + " (added " + creates + ", removed " +
+          l.removed.length + ", changed " + l.changed.length + ") · cost after: " + l.cost}));
         const table = el("table", {id: "confirm-groups"}, el("thead", {}, el("tr", {},
           ...["Nodes", "Services", "Hardware", "Image", "Cost"].map((h) => el("th", {text: h})))));
         table.append(groupsTable(plan.groups || []));
