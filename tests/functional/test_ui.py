@@ -273,3 +273,158 @@ def test_cancel_of_a_running_create_rolls_it_back(browser, shoal, tmp_path):
     cluster = wait_finished(shoal, "held")
     assert cluster["operation"]["status"] in ("CANCELLED", "FAILED")
     assert cluster["status"] in ("FAILED", "DELETED")
+
+
+# -- (3) admin -------------------------------------------------------------------------------------
+
+
+def services(shoal):
+    return {s["name"] for s in rest(shoal, "/services")}
+
+
+def test_admin_service_errors_sit_next_to_their_field_and_write_nothing(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin")
+    browser.find("#new-service").click()
+    browser.wait_text("h1", "(new)")
+    before = services(shoal)
+    # A bad name: the API's details name the field; the message sits beside the name input.
+    browser.find("#e-name").send_keys("Bad Name")
+    browser.find("#save").click()
+    browser.wait(lambda: browser.find('[data-field="name"]').text, "the name's error")
+    browser.shot("bad-name")
+    assert "name must be a name" in browser.find('[data-field="name"]').text
+    assert not browser.find("#json-error").text
+    assert services(shoal) == before
+    # A bad field deep in the JSON: the message names its path, beside the editor.
+    name = browser.find("#e-name")
+    name.clear()
+    name.send_keys("ui-svc")
+    editor = browser.find("#e-json")
+    editor.clear()
+    editor.send_keys(json.dumps({"name": "ui-svc", "provisioner": {"actions": {
+        "install": {"type": 3}}}}))
+    browser.find("#save").click()
+    browser.wait(lambda: browser.find("#json-error").text, "the editor's error")
+    browser.shot("bad-json")
+    assert "provisioner.actions.install.type" in browser.find("#json-error").text
+    assert not browser.find('[data-field="name"]').text
+    assert services(shoal) == before
+    # A good one is written, and the page moves to it.
+    editor.clear()
+    editor.send_keys(json.dumps({"name": "ui-svc", "provisioner": {"actions": {
+        "install": {"type": "shell", "fields": {"command": ["true"]}}}}}))
+    description = browser.find("#e-description")
+    description.send_keys("made in the browser")
+    browser.find("#save").click()
+    browser.wait(lambda: "/ui/admin/services/ui-svc" in browser.driver.current_url, "the new page")
+    browser.shot("created")
+    assert rest(shoal, "/services/ui-svc")["description"] == "made in the browser"
+    # Edit, then delete (the button asks twice).
+    description = browser.find("#e-description")
+    description.clear()
+    description.send_keys("edited")
+    browser.find("#save").click()
+    browser.wait(lambda: rest(shoal, "/services/ui-svc")["description"] == "edited", "the edit")
+    browser.find("#delete").click()
+    browser.find("#delete").click()
+    browser.wait(lambda: browser.driver.current_url.split("?")[0].endswith("/ui/admin"),
+                 "back on the catalog")
+    browser.shot("deleted")
+    assert "ui-svc" not in services(shoal)
+
+
+def test_provider_secrets_are_shown_masked_and_kept(browser, shoal):
+    body = {"name": "ui-secret", "providertype": "local", "provisioner": {"api_key": "s3cr3t-x"}}
+    status, _, _ = fetch(shoal.url + "/api/v1/providers", None, "POST", json.dumps(body).encode(),
+                         {"Content-Type": "application/json",
+                          "Authorization": f"Bearer {shoal.token}"})
+    assert status == 201
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/providers/ui-secret")
+    assert "s3cr3t-x" not in browser.driver.page_source
+    assert "********" in browser.find("#e-json").get_attribute("value")
+    browser.find("#e-description").send_keys("saved with the secret left masked")
+    browser.find("#save").click()
+    browser.wait(lambda: rest(shoal, "/providers/ui-secret").get("description"), "the save")
+    # Still masked, still set: a masked value sent back keeps the stored secret.
+    assert rest(shoal, "/providers/ui-secret")["provisioner"]["api_key"] == "********"
+
+
+def test_import_of_the_coopr_catalog_archive_lists_its_three_warnings(browser, shoal, tmp_path,
+                                                                     coopr_catalog):
+    import tarfile
+
+    archive = tmp_path / "coopr-catalog.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(coopr_catalog, arcname="coopr-catalog")
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/import")
+    browser.find("#import-file").send_keys(str(archive))
+    browser.find("#import-button").click()
+    browser.wait(lambda: browser.text("#import-result"), "the import")
+    browser.shot("imported")
+    warnings = [li.text for li in browser.finds("#import-warnings li")]
+    assert len(warnings) == 3, warnings
+    assert any("hadoop-hdfs-secondarynamenode" in w for w in warnings)
+    assert any("coopr-standalone" in w for w in warnings)
+    assert any("ubuntu16" in w for w in warnings)
+    assert "lamp" in {t["name"] for t in rest(shoal, "/clustertemplates")}
+    # The check page lists the same missing references.
+    browser.get(shoal.url + "/ui/admin/check")
+    check = browser.text("#check")
+    assert "ubuntu16" in check and "coopr-standalone" in check
+    # Export: a download link to the API's export, which the session may read.
+    browser.get(shoal.url + "/ui/admin")
+    link = browser.find("#export")
+    assert link.get_attribute("download")
+    status, _, body = fetch(link.get_attribute("href"), browser.cookie()["shoal_session"])
+    assert status == 200 and len(json.loads(body)["entities"]) > 90
+    # Something that is no archive: refused, nothing written.
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not an archive")
+    browser.get(shoal.url + "/ui/admin/import")
+    browser.find("#import-file").send_keys(str(junk))
+    browser.find("#import-button").click()
+    browser.wait(lambda: browser.text("#import-error"), "the refusal")
+    assert "not a zip or tar archive" in browser.text("#import-error")
+
+
+def test_plugin_resources_upload_stage_activate_recall_delete(browser, shoal, tmp_path):
+    script = tmp_path / "hello.sh"
+    script.write_text("echo hello\n")
+
+    def row(version):
+        found = browser.finds(f"#resources tbody tr[data-name='hello'][data-version='{version}']")
+        return found[0] if found else None
+
+    def status(version):
+        found = row(version)  # None while the page reloads
+        return found.find_element("css selector", "td:nth-child(4)").text if found else ""
+
+    def act(version, action):
+        row(version).find_element("css selector", f"button[data-act='{action}']").click()
+
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/resources")
+    for _ in range(2):
+        browser.find("#r-name").clear()
+        browser.find("#r-name").send_keys("hello")
+        browser.find("#r-file").send_keys(str(script))
+        browser.find("#upload").click()
+        browser.wait(lambda: browser.finds("#resources tbody tr[data-name='hello']"), "upload")
+    browser.wait(lambda: len(browser.finds("#resources tbody tr[data-name='hello']")) == 2,
+                 "two versions")
+    act(1, "stage")
+    browser.wait(lambda: status(1) == "staged", "staged")
+    act(1, "activate")
+    browser.wait(lambda: status(1) == "active", "active")
+    browser.shot("active")
+    assert rest(shoal, "/resources/scripts/hello")["active"] == 1
+    act(1, "recall")
+    browser.wait(lambda: status(1) == "inactive", "recalled")
+    act(2, "delete")
+    browser.wait(lambda: len(browser.finds("#resources tbody tr[data-name='hello']")) == 1,
+                 "deleted")
+    browser.shot("deleted")
+    assert [v["version"] for v in rest(shoal, "/resources/scripts/hello")["versions"]] == [1]

@@ -54,13 +54,11 @@
   function showError(scope, err, fallback) {
     let field = ((err.details && err.details.field) || "").replace(/^body\.?/, "");
     let slot = null;
-    while (field && !slot) {
+    while (field) {
       slot = scope.querySelector('[data-field="' + CSS.escape(field) + '"]');
-      field = field.replace(/(\.[^.\[]*|\[\d+\])$/, "");
-      if (!/[.\[]/.test(field) && !slot) {
-        slot = scope.querySelector('[data-field="' + CSS.escape(field) + '"]');
-        break;
-      }
+      const shorter = field.replace(/(\.[^.\[]*|\[\d+\])$/, "");
+      if (slot || shorter === field) break;
+      field = shorter;
     }
     slot = slot || fallback || scope.querySelector(".form-error");
     slot.textContent = err.message;
