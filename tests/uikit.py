@@ -35,6 +35,8 @@ class Browser:
         for flag in FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
+        # The console: CSP violations and script errors show there (Browser.console).
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(DRIVER), options=options)
         self.driver.set_page_load_timeout(60)
         self.test = "test"
@@ -91,6 +93,10 @@ class Browser:
             found = self.finds(css)
             return found and expected in found[0].text
         return self.wait(check, f"'{expected}' in {css}", timeout)
+
+    def console(self):
+        """The console's messages since the last call (CSP violations, script errors)."""
+        return [entry["message"] for entry in self.driver.get_log("browser")]
 
     def cookie(self):
         return {c["name"]: c["value"] for c in self.driver.get_cookies()}

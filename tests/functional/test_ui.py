@@ -428,3 +428,38 @@ def test_plugin_resources_upload_stage_activate_recall_delete(browser, shoal, tm
                  "deleted")
     browser.shot("deleted")
     assert [v["version"] for v in rest(shoal, "/resources/scripts/hello")["versions"]] == [1]
+
+
+# -- (4) nothing from another origin ----------------------------------------------------------------
+
+
+def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, shoal):
+    shoal.run("cluster", "create", "origins", "--template", "local-web", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="origins")
+    assert browser.driver.current_url == shoal.url + "/ui/clusters/origins"
+    origin = urllib.parse.urlsplit(shoal.url)
+    pages = ["/ui/clusters/origins", "/ui/templates", "/ui/templates/local-web", "/ui/clusters",
+             "/ui/clusters?status=ACTIVE", "/ui/admin", "/ui/admin/providers/local",
+             "/ui/admin/services/new", "/ui/admin/import", "/ui/admin/check",
+             "/ui/admin/resources"]
+    browser.console()
+    for page in pages:
+        browser.get(shoal.url + page)
+        browser.wait(lambda: browser.driver.execute_script(
+            "return document.readyState") == "complete", "the page to load")
+        loaded = browser.resources()
+        assert loaded, page
+        for url in loaded:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme == "data":
+                continue
+            assert (parts.scheme, parts.netloc) == (origin.scheme, origin.netloc), (page, url)
+        problems = [m for m in browser.console()
+                    if "Content Security Policy" in m or "Uncaught" in m]
+        assert problems == [], (page, problems)
+    # The filter works from the list.
+    browser.get(shoal.url + "/ui/clusters?status=DELETED")
+    assert "origins" not in browser.text("#clusters")
+    browser.get(shoal.url + "/ui/clusters?status=ACTIVE")
+    assert "origins" in browser.text("#clusters")
+    shoal.run("cluster", "delete", "origins", "--wait")
