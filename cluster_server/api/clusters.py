@@ -2,6 +2,7 @@
 
 import re
 import time
+from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -76,14 +77,37 @@ def create_cluster():
 def list_clusters():
     """Every cluster (deleted ones only with ?all=1)."""
     everything = request.args.get("all") in ("1", "true")
+    store = current_app.store
     query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
-             " ('DELETED', 'REMOVING')) FROM clusters c WHERE c.tenant = ?")
+             " ('DELETED', 'REMOVING')), c.id, c.spec FROM clusters c WHERE c.tenant = ?")
     if not everything:
         query += " AND c.status != 'DELETED'"
-    rows = current_app.store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+    rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+    hardware = {}
+    for cluster_id, name, count in store.db.execute(
+            "SELECT cluster_id, hardwaretype, COUNT(*) FROM nodes WHERE status NOT IN"
+            " ('DELETED', 'REMOVING') GROUP BY cluster_id, hardwaretype"):
+        hardware.setdefault(cluster_id, {})[name] = count
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
-                     "created_at": r[4], "nodes": r[5]} for r in rows])
+                     "created_at": r[4], "nodes": r[5],
+                     "cost": cluster_cost(store.unseal(r[7]), hardware.get(r[6], {}))}
+                    for r in rows])
+
+
+def cluster_cost(spec, hardware_counts):
+    """What the cluster's nodes cost together, by the hardware costs it was made with (the sum a
+    plan shows as the layout's cost)."""
+    provider = spec.get("provider", {}).get("name", "")
+    total = Decimal(0)
+    for name, count in hardware_counts.items():
+        flavor = spec.get("hardwaretypes", {}).get(name, {}).get("providermap", {}).get(provider)
+        raw = flavor.get("cost", 0) if isinstance(flavor, dict) else 0
+        try:
+            total += Decimal(str(raw if raw not in (None, "") else 0)) * count
+        except InvalidOperation:  # refused when planned; an old spec may still hold one
+            pass
+    return float(total)
 
 
 def cluster_view(store, cluster):
@@ -106,9 +130,13 @@ def cluster_view(store, cluster):
              for link in cluster["spec"]["template"].get("links", [])]
     op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    hardware = {}
+    for node in nodes:
+        hardware[node["hardwaretype"]] = hardware.get(node["hardwaretype"], 0) + 1
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
             "template": cluster["template"], "provider": cluster["provider"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
+            "cost": cluster_cost(cluster["spec"], hardware),
             "nodes": view, "links": links,
             "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
                           if op else None)}

@@ -32,12 +32,12 @@ SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LA
 CONTROLLED = Obj({"operation": STR, "requested": STR}, required=("operation", "requested"))
 
 CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
-                   "created_at": NUMBER, "nodes": INT})
+                   "created_at": NUMBER, "nodes": INT, "cost": NUMBER})
 NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
             "imagetype": STR, "address": STR, "ports": Anything()})
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
-    "services": NAMES, "size": INT, "nodes": ListOf(NODE),
+    "services": NAMES, "size": INT, "cost": NUMBER, "nodes": ListOf(NODE),
     "links": ListOf(Obj({"label": STR, "url": STR})),
     "operation": Either(Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR}),
                         Scalar(type(None), label="null"), label="the last operation or null"),

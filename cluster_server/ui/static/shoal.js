@@ -257,6 +257,7 @@
           el("td", {text: n.services.join(", ")}), el("td", {class: "s-" + n.status,
                                                             text: n.status}))));
         document.getElementById("size").textContent = c.size;
+        document.getElementById("cost").textContent = c.cost;
         let links = document.getElementById("links");
         if (c.links.length) {
           if (!links) {
