@@ -430,6 +430,32 @@ def test_plugin_resources_upload_stage_activate_recall_delete(browser, shoal, tm
     assert [v["version"] for v in rest(shoal, "/resources/scripts/hello")["versions"]] == [1]
 
 
+def test_service_operations_show_their_plan_and_controls_say_why_not(browser, shoal):
+    shoal.run("cluster", "create", "svcops", "--template", "local-web", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="svcops")
+    # Stop: the plan names the tasks and the nodes they touch; confirmed, it runs and is followed.
+    browser.find(".op-form[data-verb='stop'] button").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the stop plan")
+    assert "tasks on 2 nodes" in browser.text("#plan-task-count")
+    confirm(browser, "stop")
+    browser.wait(lambda: browser.text("#op-kind") == "stop", "the stop to start")
+    browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", "the stop")
+    browser.wait(lambda: any("STOP" in r.text for r in browser.finds("#tasks tbody tr")),
+                 "the STOP tasks in the table")
+    browser.shot("stopped")
+    # Pause with nothing running: the API's refusal is shown, nothing changes.
+    browser.find("#control-pause").click()
+    confirm(browser, "Pause")
+    browser.wait(lambda: browser.text("#action-error"), "the refusal")
+    assert "no running operation" in browser.text("#action-error")
+    # Start again, then the cluster is as before.
+    browser.find(".op-form[data-verb='start'] button").click()
+    confirm(browser, "start")
+    browser.wait(lambda: browser.text("#op-kind") == "start", "the start")
+    browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", "the start to finish")
+    shoal.run("cluster", "delete", "svcops", "--wait")
+
+
 # -- (4) nothing from another origin ----------------------------------------------------------------
 
 
