@@ -267,6 +267,10 @@ def test_cancel_of_a_running_create_rolls_it_back(browser, shoal, tmp_path):
     browser.shot("running")
     browser.find("#control-cancel").click()
     confirm(browser, "Cancel")
+    # The request is in once the operation leaves RUNNING; then the held actions may end.
+    browser.wait(lambda: rest(shoal, "/clusters/held")["operation"]["status"] != "RUNNING",
+                 "the cancel to be taken")
+    assert not browser.text("#action-error")
     hold.unlink()  # the held actions end; the rollback runs
     browser.wait(lambda: browser.text("#op-status") in ("CANCELLED", "FAILED"), "the cancel", 120)
     browser.shot("cancelled")
