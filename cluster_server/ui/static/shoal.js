@@ -347,6 +347,10 @@
       parts.push(el("p", {id: "plan-task-count", text: tasksCount + " tasks on " + touched.size +
                           " nodes: " + [...touched].slice(0, 20).join(", ") +
                           (touched.size > 20 ? " …" : "")}));
+      const work = plan.tasks.filter((t) => t.action !== "JOIN");
+      parts.push(el("ul", {id: "plan-task-list"}, ...work.slice(0, 12).map((t) =>
+        el("li", {text: t.action + (t.service ? " " + t.service : "") + " on " + t.node}))));
+      if (work.length > 12) parts.push(el("p", {text: "… and " + (work.length - 12) + " more"}));
       return parts;
     }
 
