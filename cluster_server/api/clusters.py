@@ -233,11 +233,16 @@ TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, o
                 " started_at, finished_at")
 
 
+TASK_STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"]
+
+
 @bp.get("/clusters/<name>/tasks")
-@accepts(query={"operation": OPERATION_ID}, path=CLUSTER)
+@accepts(query={"operation": OPERATION_ID, "status": {"type": "string", "enum": TASK_STATUSES},
+                "limit": INTEGER}, path=CLUSTER)
 @returns(200, ListOf(responses.TASK))
 def list_tasks(name):
-    """Tasks of the cluster's latest operation (or ?operation=ID)."""
+    """Tasks of the cluster's latest operation (or ?operation=ID), in plan order; only those of
+    one ?status=, only the first ?limit= (a page of a 1,000-node cluster shows a few)."""
     store = current_app.store
     cluster = operations.get_cluster(store, g.tenant, name)
     op_id = request.args.get("operation")
@@ -245,8 +250,15 @@ def list_tasks(name):
         row = store.db.execute("SELECT id FROM operations WHERE cluster_id = ? ORDER BY"
                                " created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
         op_id = row[0] if row else ""
-    rows = store.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE operation_id = ?"
-                            " ORDER BY seq", [op_id]).fetchall()
+    query, values = f"SELECT {TASK_COLUMNS} FROM tasks WHERE operation_id = ?", [op_id]
+    if request.args.get("status"):
+        query += " AND status = ?"
+        values.append(request.args["status"])
+    query += " ORDER BY seq"
+    if request.args.get("limit"):
+        query += " LIMIT ?"
+        values.append(int(request.args["limit"]))
+    rows = store.db.execute(query, values).fetchall()
     return jsonify([_task_row(r) for r in rows])
 
 

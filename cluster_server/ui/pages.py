@@ -89,16 +89,23 @@ def cluster(name):
     rendered_at = time.time()  # the stream sends what changed after this
     view = apicall.get(f"/clusters/{name}")
     op = apicall.get(f"/operations/{view['operation']['id']}") if view["operation"] else None
-    # JOIN tasks are the planner's own barriers: not work anyone waits on.
-    tasks = [t for t in apicall.get(f"/clusters/{name}/tasks") if t["action"] != "JOIN"]
-    order = {"FAILED": 0, "RUNNING": 1}
-    shown = sorted(tasks, key=lambda t: order.get(t["status"], 2))[:TASK_ROWS]
+    # Failed and running tasks first, then the operation's first ones in plan order: a page of
+    # a 1,000-node cluster shows a few hundred of its ~10,000 (the CLI lists them all). JOIN
+    # tasks are the planner's own barriers, not work anyone waits on.
+    tasks, seen = [], set()
+    for query in ("?status=FAILED", "?status=RUNNING", f"?limit={TASK_ROWS}"):
+        for task in apicall.get(f"/clusters/{name}/tasks{query}"):
+            if task["id"] not in seen and task["action"] != "JOIN" and len(tasks) < TASK_ROWS:
+                seen.add(task["id"])
+                tasks.append(task)
+    shown = tasks
     events = apicall.get(f"/clusters/{name}/events")["events"][-200:]
     template_body = apicall.get(f"/clustertemplates/{view['template']}") if _exists(
         "clustertemplates", view["template"]) else {}
     services = template_body.get("compatibility", {}).get("services") or [
         s["name"] for s in apicall.get("/services")]
-    return render_template("cluster.html", c=view, op=op, tasks=shown, task_total=len(tasks),
+    return render_template("cluster.html", c=view, op=op, tasks=shown,
+                           task_total=op["total"] if op else 0,
                            events=events, rendered_at=rendered_at, page="clusters",
                            all_services=sorted(set(services) | set(view["services"])),
                            last_event=events[-1]["id"] if events else 0)
