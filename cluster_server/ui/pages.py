@@ -4,6 +4,8 @@ renders it; every change is made by the pages' script through the same API."""
 import json
 import time
 
+from urllib.parse import quote
+
 from flask import current_app, redirect, render_template, request
 
 from cluster_server import catalog
@@ -13,6 +15,11 @@ KINDS = [(catalog.DIRS[kind], kind) for kind in catalog.KINDS]  # (plural, kind)
 PLURALS = dict(KINDS)
 STATUSES = ("ACTIVE", "CREATING", "UPDATING", "DELETING", "FAILED", "INCONSISTENT", "DELETED")
 TASK_ROWS = 300   # the task table shows this many (running and failed first); the CLI has all
+
+
+def q(name):
+    """A name from a page's path as one segment of an API path ('?' or '#' stay in the name)."""
+    return quote(name, safe="")
 
 
 @bp.get("/login")
@@ -62,7 +69,7 @@ def templates():
 
 @bp.get("/templates/<name>")
 def template(name):
-    resolved = apicall.get(f"/clustertemplates/{name}")
+    resolved = apicall.get(f"/clustertemplates/{q(name)}")
     compat = resolved.get("compatibility", {})
     choices = {
         "services": compat.get("services") or [s["name"] for s in apicall.get("/services")],
@@ -87,19 +94,19 @@ def clusters():
 @bp.get("/clusters/<name>")
 def cluster(name):
     rendered_at = time.time()  # the stream sends what changed after this
-    view = apicall.get(f"/clusters/{name}")
+    view = apicall.get(f"/clusters/{q(name)}")
     op = apicall.get(f"/operations/{view['operation']['id']}") if view["operation"] else None
     # Failed and running tasks first, then the operation's first ones in plan order: a page of
     # a 1,000-node cluster shows a few hundred of its ~10,000 (the CLI lists them all). JOIN
     # tasks are the planner's own barriers, not work anyone waits on.
     tasks, seen = [], set()
     for query in ("?status=FAILED", "?status=RUNNING", f"?limit={TASK_ROWS}"):
-        for task in apicall.get(f"/clusters/{name}/tasks{query}"):
+        for task in apicall.get(f"/clusters/{q(name)}/tasks{query}"):
             if task["id"] not in seen and task["action"] != "JOIN" and len(tasks) < TASK_ROWS:
                 seen.add(task["id"])
                 tasks.append(task)
     shown = tasks
-    events = apicall.get(f"/clusters/{name}/events")["events"][-200:]
+    events = apicall.get(f"/clusters/{q(name)}/events")["events"][-200:]
     template_body = apicall.get(f"/clustertemplates/{view['template']}") if _exists(
         "clustertemplates", view["template"]) else {}
     services = template_body.get("compatibility", {}).get("services") or [
@@ -139,7 +146,7 @@ def new_entity(plural):
 def entity(plural, name):
     kind = _kind(plural)
     raw = "?raw=1" if kind == "template" else ""
-    body = apicall.get(f"/{plural}/{name}{raw}")
+    body = apicall.get(f"/{plural}/{q(name)}{raw}")
     return render_template("entity.html", plural=plural, kind=kind, name=name, page="admin",
                            body=json.dumps(body, indent=2, sort_keys=True))
 

@@ -73,6 +73,9 @@ def test_pages_refuse_without_a_session_and_send_a_strict_csp(api):
         assert response.status_code == 200, path
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert client.get("/ui/admin/widgets/x").status_code == 404
+    # A name holding '?' is a name (that does not exist), not a query for the API.
+    response = client.get("/ui/clusters/a%3Fall=1")
+    assert response.status_code == 404 and b"not found" in response.data
 
 
 def test_the_stream_of_an_idle_cluster_gives_its_state_and_ends(api):
