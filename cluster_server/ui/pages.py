@@ -132,7 +132,9 @@ def _exists(plural, name):
 @bp.get("/admin")
 def admin():
     kinds = [(plural, kind, apicall.get(f"/{plural}")) for plural, kind in KINDS]
-    return render_template("admin.html", kinds=kinds, page="admin")
+    # After a delete: what now names the deleted entity (the API's warnings, passed along).
+    notes = [n for n in request.args.get("deleted", "").split(" | ") if n]
+    return render_template("admin.html", kinds=kinds, page="admin", notes=notes)
 
 
 @bp.get("/admin/<plural>/new")
