@@ -248,7 +248,7 @@ def test_create_from_the_form_follows_progress_live_then_resize_and_delete(brows
     assert "webui" not in [c["name"] for c in rest(shoal, "/clusters")]
 
 
-def test_cancel_of_a_running_create_rolls_it_back(browser, shoal, tmp_path):
+def test_pause_resume_and_cancel_of_a_running_create(browser, shoal, tmp_path):
     from shoal_testkit import catalog
 
     hold = shoal.home / "hold-ui"
@@ -265,6 +265,14 @@ def test_cancel_of_a_running_create_rolls_it_back(browser, shoal, tmp_path):
     browser.wait(lambda: browser.text("#op-running-count") not in ("", "0"), "running tasks")
     assert browser.finds("#op-running li")
     browser.shot("running")
+    # Pause and resume, followed live.
+    browser.find("#control-pause").click()
+    confirm(browser, "Pause")
+    browser.wait(lambda: browser.text("#op-status") == "PAUSED", "the pause")
+    browser.shot("paused")
+    browser.find("#control-resume").click()
+    confirm(browser, "Resume")
+    browser.wait(lambda: browser.text("#op-status") == "RUNNING", "the resume")
     browser.find("#control-cancel").click()
     confirm(browser, "Cancel")
     # The request is in once the operation leaves RUNNING; then the held actions may end.
