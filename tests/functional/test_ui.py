@@ -236,6 +236,9 @@ def test_create_from_the_form_follows_progress_live_then_resize_and_delete(brows
     browser.wait(lambda: browser.text("#op-kind") == "resize", "the resize to start")
     wait_status(browser, "ACTIVE")
     browser.wait(lambda: len(browser.finds("#nodes tbody tr")) == 4, "four nodes")
+    # The task table now shows the resize's tasks, not the create's.
+    browser.wait(lambda: "CREATE on n4" in browser.text("#tasks"), "the resize's tasks")
+    assert "CREATE on n1" not in browser.text("#tasks")
     browser.shot("resized")
     assert browser.driver.execute_script("return window.sameDocument") is True
     assert rest(shoal, "/clusters/webui")["size"] == 4

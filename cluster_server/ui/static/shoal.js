@@ -155,7 +155,7 @@
     const path = "/clusters/" + encodeURIComponent(name);
     let since = root.dataset.since;
     let after = root.dataset.after;
-    let opId = null;
+    let opId = root.dataset.op || null;  // the operation whose tasks the table shows
     let source = null;
     const taskRows = new Map();
     document.querySelectorAll("#tasks tbody tr").forEach((tr) => taskRows.set(tr.dataset.task, tr));
@@ -220,14 +220,14 @@
     }
 
     async function reloadTasks() {
-      let rows = await api("GET", path + "/tasks");
+      // As the server renders it: failed, running, then the first ones in plan order.
+      const parts = await Promise.all(["?status=FAILED", "?status=RUNNING",
+                                       "?limit=" + TASK_ROWS].map((q) => api("GET", path + "/tasks" + q)));
       const body = document.querySelector("#tasks tbody");
       body.replaceChildren();
       taskRows.clear();
-      const order = (t) => (t.status === "FAILED" ? 0 : t.status === "RUNNING" ? 1 : 2);
-      rows = rows.filter((t) => t.action !== "JOIN");
-      rows.sort((a, b) => order(a) - order(b));
-      for (const t of rows.slice(0, TASK_ROWS)) {
+      for (const t of parts.flat()) {
+        if (t.action === "JOIN" || taskRows.has(t.id) || taskRows.size >= TASK_ROWS) continue;
         const tr = taskRow(t);
         body.append(tr);
         taskRows.set(t.id, tr);
