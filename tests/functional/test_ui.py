@@ -471,6 +471,49 @@ def test_service_operations_show_their_plan_and_controls_say_why_not(browser, sh
     shoal.run("cluster", "delete", "svcops", "--wait")
 
 
+def test_add_remove_services_and_reconfigure_from_the_cluster_page(browser, shoal, tmp_path):
+    from selenium.webdriver.support.ui import Select
+    from shoal_testkit import catalog
+
+    shoal.run("catalog", "import", catalog.write(tmp_path / "catalog"))
+    shoal.run("cluster", "create", "svcs", "--template", "fake-stack", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="svcs")
+
+    def run(verb, title):
+        browser.find(f".op-form[data-verb='{verb}'] button").click()
+        browser.wait(lambda: browser.find("#confirm").is_displayed(), f"the {verb} plan")
+        plan = browser.text("#plan-task-list")
+        confirm(browser, title)
+        browser.wait(lambda: browser.text("#op-kind") == verb, f"the {verb} to start")
+        browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", f"the {verb}")
+        return plan
+
+    Select(browser.find(".op-form[data-verb='add-services'] select")).select_by_visible_text(
+        "cache")
+    plan = run("add-services", "add-services")
+    assert "INSTALL cache on n1" in plan and "INSTALL cache on n2" in plan
+    assert "cache" in rest(shoal, "/clusters/svcs")["services"]
+    browser.get(shoal.url + "/ui/clusters/svcs")  # the forms list the cluster's services anew
+    Select(browser.find(".op-form[data-verb='remove-services'] select")).select_by_visible_text(
+        "cache")
+    plan = run("remove-services", "remove-services")
+    assert "REMOVE cache on n1" in plan
+    assert "cache" not in rest(shoal, "/clusters/svcs")["services"]
+    form = browser.find(".op-form[data-verb='reconfigure']")
+    form.find_element("css selector", "textarea").send_keys('{"app": {"port": 9090}}')
+    plan = run("reconfigure", "reconfigure")
+    assert "CONFIGURE" in plan
+    # A config that is no JSON: said beside the form, nothing planned.
+    form = browser.find(".op-form[data-verb='reconfigure']")
+    area = form.find_element("css selector", "textarea")
+    area.clear()
+    area.send_keys("{bad")
+    form.find_element("css selector", "button").click()
+    browser.wait(lambda: browser.text("#action-error"), "the refusal")
+    assert "not valid JSON" in browser.text("#action-error")
+    shoal.run("cluster", "delete", "svcs", "--wait")
+
+
 # -- (4) nothing from another origin ----------------------------------------------------------------
 
 
