@@ -22,7 +22,6 @@ headless through Selenium (as the browser tests). Figures:
 
 import argparse
 import gzip
-import json
 import os
 import pathlib
 import sqlite3

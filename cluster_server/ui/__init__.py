@@ -2,7 +2,9 @@
 plain JavaScript that calls the same REST API as the CLI, with the session cookie and a CSRF
 header. Templates and static assets ship in this package; nothing is loaded from elsewhere."""
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+import time
+
+from flask import Blueprint, current_app, render_template, request
 
 from cluster_server.ui import sessions
 
@@ -55,11 +57,9 @@ def age(seconds):
 
 @bp.app_template_filter("clock")
 def clock(at):
-    import time
-
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 from cluster_server.ui import pages  # noqa: E402,F401  (registers the views on bp)
 
-__all__ = ["bp", "sessions", "redirect", "url_for"]
+__all__ = ["bp", "sessions"]

@@ -105,25 +105,23 @@ def cluster(name):
             if task["id"] not in seen and task["action"] != "JOIN" and len(tasks) < TASK_ROWS:
                 seen.add(task["id"])
                 tasks.append(task)
-    shown = tasks
     events = apicall.get(f"/clusters/{q(name)}/events")["events"][-200:]
-    template_body = apicall.get(f"/clustertemplates/{view['template']}") if _exists(
-        "clustertemplates", view["template"]) else {}
-    services = template_body.get("compatibility", {}).get("services") or [
-        s["name"] for s in apicall.get("/services")]
-    return render_template("cluster.html", c=view, op=op, tasks=shown,
+    return render_template("cluster.html", c=view, op=op, tasks=tasks,
                            task_total=op["total"] if op else 0,
                            events=events, rendered_at=rendered_at, page="clusters",
-                           all_services=sorted(set(services) | set(view["services"])),
+                           all_services=sorted(set(_addable(view)) | set(view["services"])),
                            last_event=events[-1]["id"] if events else 0)
 
 
-def _exists(plural, name):
+def _addable(view):
+    """Services the add form offers: the template's compatible ones (every service when it
+    names none, or when the template has gone from the catalog since)."""
     try:
-        apicall.get(f"/{plural}/{name}")
-        return True
+        template = apicall.get(f"/clustertemplates/{q(view['template'])}")
     except apicall.ApiError:
-        return False
+        template = {}
+    return (template.get("compatibility", {}).get("services") or
+            [s["name"] for s in apicall.get("/services")])
 
 
 # -- admin view -------------------------------------------------------------------------------
