@@ -18,10 +18,10 @@ setup(
     # The images Shoal builds: installed under <prefix>/share/shoal/dockerfiles, where the
     # docker-cli automator looks when it does not run from a checkout.
     data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
-                for cli in ("aws", "gcloud", "kubectl")],
+                for cli in ("aws", "gcloud", "kubectl", "ansible")],
     package_data={"cluster_server": ["catalog_default/*/*.json", "ui/templates/*.html",
                                      "ui/static/*"],
-                  "extensions": ["resources/*/*"]},
+                  "extensions": ["resources/*/*", "automators/ansible_callbacks/*.py"]},
     install_requires=[
         "cliff>=4.0",
         "stevedore>=5.0",
@@ -31,13 +31,16 @@ setup(
         "PyYAML>=6.0",
         "paramiko>=3.4",
         "cryptography>=42",  # Fernet seals the store's secrets (paramiko needs it too)
+        "prometheus-client>=0.17",  # /api/v1/metrics in the text format Prometheus scrapes
     ],
     extras_require={
         "docker": ["docker>=7.0"],
         "aws": ["boto3>=1.34"],
         "gcp": ["google-cloud-compute>=1.14"],
+        "ansible": ["ansible-core>=2.15"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8", "docker>=7.0",
                  "boto3>=1.34", "moto[server]>=5.0", "google-cloud-compute>=1.14",
+                 "ansible-core>=2.15",
                  # The API's contract: validated as OpenAPI 3.1, fuzzed (tests/contract).
                  "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5",
                  # The web UI in a real browser: Debian's chromium through chromedriver.
@@ -55,6 +58,7 @@ setup(
         "shoal.automators": [
             "shell = extensions.automators.shell:ShellAutomator",
             "docker-cli = extensions.automators.docker_cli:DockerCLIAutomator",
+            "ansible = extensions.automators.ansible:AnsibleAutomator",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""Fan-out over SSH: Shoal beside Ansible and beside bare paramiko, on the same N containers.
+"""Fan-out over SSH: Shoal beside Ansible, pyinfra and bare paramiko, on the same N containers.
 
 Usage (as root, with the container engine of the tests)::
 
@@ -24,6 +24,13 @@ For each N, starts N containers from ``localhost/shoal-base:bookworm`` running s
     other on it (TCP_NODELAY set, as Shoal's transport does); connect included. Printed beside
     it: the same with every connection opened before the clock starts, the fair match for (a)'s
     action window.
+(e) Shoal driving Ansible: the same server and hosts, a service whose install, configure and
+    start are playbooks (the ``ansible`` automator; ``shoal[ansible]`` in Shoal's venv) of one
+    ``command`` task each, the same argv lists, from an ``archives`` plugin resource; the start
+    playbook also asserts the content read back. Same two figures as (a).
+(f) pyinfra (from PyPI, in the same temp venv as ansible-core): one ``server.shell`` operation
+    per step, ``--parallel N``, strict host-key checking against the same known_hosts file; the
+    third step is ``test "$(cat FILE)" = TEXT`` so a wrong read-back fails the run.
 
 Every tool runs the same argv lists, checks every exit status and that the file reads back.
 Rounds interleave the tools; each figure is the median of ``--runs`` rounds. Host keys are
@@ -64,6 +71,7 @@ import docker
 import paramiko
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS = ("paramiko", "ansible-tuned", "ansible", "pyinfra", "shoal", "shoal-ansible")
 SHOAL = str(pathlib.Path(sys.executable).with_name("shoal"))
 IMAGE = "localhost/shoal-base:bookworm"
 LABEL, RUN_LABEL = "shoal.bench", "shoal.bench.run"
@@ -331,24 +339,62 @@ class Ansible:
 
 
 class Tools:
-    """A venv under the bench's temp dir for ansible-core (and py-spy), from PyPI."""
+    """A venv under the bench's temp dir for ansible-core, pyinfra (and py-spy), from PyPI."""
 
     def __init__(self, path, profile):
         self.path = pathlib.Path(path)
-        if not (self.path / "bin" / "ansible-playbook").exists() or (
-                profile and not (self.path / "bin" / "py-spy").exists()):
-            log(f"installing ansible-core{' and py-spy' if profile else ''} into {self.path}")
+        if not all((self.path / "bin" / tool).exists() for tool in ("ansible-playbook", "pyinfra")) \
+                or (profile and not (self.path / "bin" / "py-spy").exists()):
+            log(f"installing ansible-core, pyinfra{' and py-spy' if profile else ''} into "
+                f"{self.path}")
             if not (self.path / "bin" / "pip").exists():
                 subprocess.run([sys.executable, "-m", "venv", str(self.path)], check=True)
-            packages = ["ansible-core"] + (["py-spy"] if profile else [])
+            packages = ["ansible-core", "pyinfra"] + (["py-spy"] if profile else [])
             subprocess.run([str(self.path / "bin" / "pip"), "install", "-q", *packages],
                            check=True)
         version = subprocess.run([self.bin("ansible-playbook"), "--version"],
                                  capture_output=True, text=True).stdout.splitlines()
         self.ansible_version = version[0] if version else "?"
+        version = subprocess.run([self.bin("pyinfra"), "--version"], capture_output=True,
+                                 text=True).stdout.strip()
+        self.pyinfra_version = version or "?"
 
     def bin(self, name):
         return str(self.path / "bin" / name)
+
+
+# -- (f) pyinfra --------------------------------------------------------------------------------
+
+class Pyinfra:
+    """pyinfra's CLI with a Python inventory (the same hosts, key and known_hosts file) and a
+    deploy of one ``server.shell`` operation per step."""
+
+    def __init__(self, workdir, tools, hosts):
+        self.dir = pathlib.Path(workdir) / "pyinfra"
+        self.dir.mkdir(exist_ok=True)
+        self.pyinfra = tools.bin("pyinfra")
+        known = hosts.known_hosts(str(self.dir / "known_hosts"))
+        entries = [(h["name"], {"ssh_hostname": "127.0.0.1", "ssh_port": h["port"],
+                                "ssh_user": "root", "ssh_key": hosts.key_file,
+                                "ssh_known_hosts_file": known,
+                                "ssh_strict_host_key_checking": "yes"}) for h in hosts.hosts]
+        (self.dir / "inventory.py").write_text(f"fanout = {entries!r}\n")
+        steps = STEPS[:2] + [["sh", "-c", f'test "$(cat {FILE})" = {TEXT}']]
+        ops = "".join(f"server.shell(name={name!r}, commands=[{shlex.join(argv)!r}])\n"
+                      for name, argv in zip(("write a file", "uname -a", "read it back"), steps))
+        (self.dir / "deploy.py").write_text("from pyinfra.operations import server\n" + ops)
+        self.count = len(hosts.hosts)
+
+    def run(self):
+        argv = [self.pyinfra, "-y", "--parallel", str(self.count), "inventory.py", "deploy.py"]
+        started = time.perf_counter()
+        result = subprocess.run(argv, cwd=self.dir, capture_output=True, text=True,
+                                env={**os.environ, "HOME": str(self.dir)})
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"pyinfra exited {result.returncode}:\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+        return elapsed
 
 
 # -- (a) Shoal ----------------------------------------------------------------------------------
@@ -401,11 +447,49 @@ class Shoal:
             (catalog / path).write_text(json.dumps(body))
         self.cli("catalog", "import", catalog)
 
-    def run(self, name, count, profiler=None):
+    def add_ansible(self, workdir):
+        """(e): the same three steps as playbooks, in an archives resource, and a template."""
+        import io
+        import tarfile
+
+        names = ("install", "configure", "start")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for action, argv, reg in zip(names, STEPS, ("wrote", "uname", "back")):
+                tasks = [{"name": action, "ansible.builtin.command": {"argv": argv},
+                          "register": reg}]
+                if action == "start":
+                    tasks.append({"name": "check", "ansible.builtin.assert": {
+                        "that": [f"back.stdout == '{TEXT}'"],
+                        "success_msg": "read back {{ back.stdout }}"}})
+                data = json.dumps([{"hosts": "all", "gather_facts": False,
+                                    "tasks": tasks}]).encode()
+                info = tarfile.TarInfo(f"{action}.yml")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        archive = pathlib.Path(workdir) / "fanout-plays.tgz"
+        archive.write_bytes(buffer.getvalue())
+        self.cli("resource", "upload", "archives", "fanout-plays.tgz", archive)
+        self.cli("resource", "activate", "archives", "fanout-plays.tgz", "1")
+        catalog = pathlib.Path(workdir) / "catalog-ansible"
+        actions = {a: {"type": "ansible", "fields": {"playbook": f"fanout-plays.tgz/{a}.yml"}}
+                   for a in names}
+        for path, body in {
+            "services/fanout-ansible.json": {"name": "fanout-ansible",
+                                             "provisioner": {"actions": actions}},
+            "clustertemplates/fanout-ansible.json": {"name": "fanout-ansible", "defaults": {
+                "services": ["fanout-ansible"], "provider": "fanout", "hardwaretype": "box",
+                "imagetype": "debian"}},
+        }.items():
+            (catalog / path).parent.mkdir(parents=True, exist_ok=True)
+            (catalog / path).write_text(json.dumps(body))
+        self.cli("catalog", "import", catalog)
+
+    def run(self, name, count, profiler=None, template="fanout"):
         """Create a cluster of ``count`` nodes; returns (actions s, whole create s, tasks)."""
         spy = profiler.start(self.pid) if profiler else None
         started = time.perf_counter()
-        result = self.cli("cluster", "create", name, "--template", "fanout", "--size", count,
+        result = self.cli("cluster", "create", name, "--template", template, "--size", count,
                           "--wait", check=False)
         whole = time.perf_counter() - started
         if spy:
@@ -415,7 +499,10 @@ class Shoal:
                                f"{result.stderr[-3000:]}")
         tasks = self.tasks(name)
         starts = [t for t in tasks if t["action"] == "START"]
-        bad = [t for t in starts if t["output"].strip() != TEXT]
+        if template == "fanout":
+            bad = [t for t in starts if t["output"].strip() != TEXT]
+        else:  # a play's output: the assert's message carries what was read back
+            bad = [t for t in starts if f"read back {TEXT}" not in t["output"]]
         if len(starts) != count or bad:
             raise RuntimeError(f"shoal: {len(starts)} START tasks, unexpected output: "
                                f"{bad[0]['output'][:200] if bad else ''}")
@@ -611,8 +698,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,30", help="comma-separated host counts")
     parser.add_argument("--runs", type=int, default=3, help="rounds per size (median taken)")
-    parser.add_argument("--tools", default="shoal,ansible,ansible-tuned,paramiko",
-                        help="which of shoal, ansible, ansible-tuned, paramiko to run")
+    parser.add_argument("--tools", default=",".join(TOOLS),
+                        help=f"which of {', '.join(TOOLS)} to run")
     parser.add_argument("--tools-venv", help="reuse this venv for ansible-core / py-spy "
                                              "(default: a new one under the temp dir)")
     parser.add_argument("--profile", action="store_true",
@@ -627,8 +714,11 @@ def main():
     args = parser.parse_args()
     args.profile = args.profile or bool(args.profile_dir)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    which = [t for t in ("paramiko", "ansible-tuned", "ansible", "shoal")
-             if t in args.tools.split(",")]
+    which = [t for t in TOOLS if t in args.tools.split(",")]
+    if "shoal-ansible" in which and not pathlib.Path(sys.executable).with_name(
+            "ansible-playbook").exists():
+        sys.exit("shoal-ansible needs ansible-core in Shoal's venv: "
+                 f"{sys.executable} -m pip install -e '.[ansible]'")
     if "DOCKER_HOST" not in os.environ:
         sys.exit("DOCKER_HOST is not set: export $(tests/podman.sh | tail -n 1)")
     client = docker.from_env()
@@ -653,9 +743,9 @@ def main():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "shoal-fanout",
                         "-f", key_file], check=True)
         tools = None
-        if {"ansible", "ansible-tuned"} & set(which) or args.profile:
+        if {"ansible", "ansible-tuned", "pyinfra"} & set(which) or args.profile:
             tools = Tools(args.tools_venv or os.path.join(workdir, "tools"), args.profile)
-            log(f"using {tools.ansible_version}")
+            log(f"using {tools.ansible_version}, pyinfra {tools.pyinfra_version}")
         settings = {"": dict(s.split("=", 1) for s in args.shoal_env)}
         for variant in args.shoal_variant:
             settings[variant] = dict(settings[""], **dict(
@@ -680,17 +770,22 @@ def run_size(client, workdir, run_id, key_file, count, runs, which, tools, profi
         paramiko_run(hosts, key_file)  # warm-up: every sshd has served one connection
         ansible = Ansible(workdir, tools, hosts) if tools and (
             {"ansible", "ansible-tuned"} & set(which)) else None
-        if "shoal" in which:
+        pyinfra = Pyinfra(workdir, tools, hosts) if "pyinfra" in which else None
+        if {"shoal", "shoal-ansible"} & set(which):
             for i, (variant, env) in enumerate(settings.items()):
                 name = f"shoal[{variant}]" if variant else "shoal"
                 shoals[name] = Shoal(pathlib.Path(workdir) / f"n{count}-{i}", hosts, env)
                 shoals[name].start(pathlib.Path(workdir) / f"n{count}-{i}",
                                    trace=bool(profile) and not variant)
+            if "shoal-ansible" in which:
+                shoals["shoal"].add_ansible(pathlib.Path(workdir) / f"n{count}-0")
         profiler = Profiler(tools, profile) if profile and "shoal" in which else None
         figures = collections.defaultdict(list)
         last_tasks = None
+        shoal_tools = [t for t in shoals if t != "shoal" or "shoal" in which]
         for round_ in range(runs):
-            for tool in [t for t in which if t != "shoal"] + list(shoals):
+            for tool in [t for t in which if not t.startswith("shoal")] + shoal_tools + (
+                    ["shoal-ansible"] if "shoal-ansible" in which else []):
                 if tool == "paramiko":
                     figures[tool].append(paramiko_run(hosts, key_file))
                     figures["paramiko-warm"].append(paramiko_run(hosts, key_file, warm=True))
@@ -698,6 +793,13 @@ def run_size(client, workdir, run_id, key_file, count, runs, which, tools, profi
                     figures[tool].append(ansible.run(False, count))
                 elif tool == "ansible-tuned":
                     figures[tool].append(ansible.run(True, count))
+                elif tool == "pyinfra":
+                    figures[tool].append(pyinfra.run())
+                elif tool == "shoal-ansible":
+                    actions, whole, _ = shoals["shoal"].run(f"fana{count}-{round_}", count,
+                                                            template="fanout-ansible")
+                    figures[tool].append(actions)
+                    figures[f"{tool}-create"].append(whole)
                 else:
                     spy = profiler if profiler and round_ == runs - 1 and tool == "shoal" \
                         else None
@@ -725,14 +827,18 @@ def report(results, which):
              "ansible": "(b) ansible-playbook, defaults",
              "ansible-tuned": "(c) ansible, forks N, pipelining, no facts",
              "paramiko": "(d) bare paramiko, thread + connection per host",
-             "paramiko-warm": "    bare paramiko, connections already open"}
+             "paramiko-warm": "    bare paramiko, connections already open",
+             "shoal-ansible": "(e) Shoal driving Ansible, actions only",
+             "shoal-ansible-create": "    Shoal driving Ansible, whole create",
+             "pyinfra": "(f) pyinfra, --parallel N"}
     first = results[next(iter(results))]["medians"] if results else {}
     for tool in first:
         if tool.startswith("shoal[") and not tool.endswith("-create"):
             names[tool] = f"    Shoal with {tool[6:-1]}, actions only"
             names[f"{tool}-create"] = f"    Shoal with {tool[6:-1]}, whole create"
     order = [t for t in ("shoal", "shoal-create", *sorted(t for t in first if t.startswith(
-        "shoal[")), "ansible", "ansible-tuned", "paramiko", "paramiko-warm") if t in first]
+        "shoal[")), "shoal-ansible", "shoal-ansible-create", "ansible", "ansible-tuned",
+        "pyinfra", "paramiko", "paramiko-warm") if t in first]
     for count, result in results.items():
         medians = result["medians"]
         base = medians.get("paramiko")
@@ -750,6 +856,15 @@ def report(results, which):
                   f"(a) / warm paramiko: {medians['shoal'] / medians['paramiko-warm']:.2f}x; "
                   f"target (a) <= 1.5x (d): "
                   f"{'met' if medians['shoal'] <= 1.5 * base else 'missed'}")
+        if "shoal-create" in medians:
+            # Like with like: a whole create (machines confirmed, keys pinned, three steps)
+            # against each peer's whole run (connect, three steps).
+            peers = [(t, medians[t]) for t in ("shoal-ansible-create", "ansible",
+                                               "ansible-tuned", "pyinfra", "paramiko")
+                     if t in medians]
+            print("  Shoal's whole create against each whole run: " + "; ".join(
+                f"{names[t].strip()} {v:.2f} s ({v / medians['shoal-create']:.1f}x Shoal)"
+                for t, v in peers))
         if result["breakdown"]:
             print("  Shoal's last create, from the task table:")
             print("\n".join(result["breakdown"]))

@@ -25,6 +25,8 @@ for _verb, _cls in _CLUSTER.items():
     COMMANDS[f"cluster {_verb}"] = f"cluster_cli.v1.cluster:{_cls}"
 for _verb in ("upload", "list", "show", "stage", "activate", "recall", "delete"):
     COMMANDS[f"resource {_verb}"] = f"cluster_cli.v1.resource:{_verb.capitalize()}Resource"
+COMMANDS["cluster health"] = "cluster_cli.v1.health:ClusterHealth"
+COMMANDS["cluster check"] = "cluster_cli.v1.health:CheckCluster"
 COMMANDS["cluster shell"] = "cluster_cli.v1.shell:ShellCluster"
 COMMANDS["cluster exec"] = "cluster_cli.v1.shell:ExecCluster"
 COMMANDS["setup aws"] = "cluster_cli.v1.setup:SetupAws"

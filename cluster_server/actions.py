@@ -277,7 +277,10 @@ class TaskRunner:
         result = automator.run(task["action"], task["service"], fields,
                                {"cluster_id": cluster["id"], "cluster_name": cluster["name"],
                                 "node_id": node["id"], "config": config,
-                                "node": {"id": node["id"], "hostname": node["hostname"]}},
+                                "node": {"id": node["id"], "hostname": node["hostname"]},
+                                # The cluster as the macros saw it (automators that hand
+                                # cluster facts to their tool, as ansible does).
+                                "cluster": ctx["cluster"], "nodes": ctx["nodes"]},
                                transport)
         output = (result.stdout or "") + (result.stderr or "")
         if result.exit_code != 0:

@@ -45,15 +45,22 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
     if seed:
         seed_default_catalog(app.store)
     app.engine = None
+    app.health = None
     if start_engine:
         from cluster_server.engine import Engine
+        from cluster_server.health.monitor import Monitor
 
         app.engine = Engine(app.store, app.config["SHOAL_HOME"])
         app.engine.start()
+        app.health = Monitor(app.store, app.engine)
+        app.health.start()
+    from cluster_server.health import metrics
 
-    from cluster_server.api import catalog, clusters, envshell, live, meta, resources
+    app.metrics = metrics.registry(app.store, app.engine, app.health)
 
-    for module in (meta, catalog, clusters, resources, envshell, live):
+    from cluster_server.api import catalog, clusters, envshell, health, live, meta, resources
+
+    for module in (meta, catalog, clusters, health, resources, envshell, live):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server import ui  # the web UI under /ui/: its own session check

@@ -9,7 +9,8 @@ import pathlib
 import re
 
 from cluster_server.contract.schema import (BOOL, NUMLIKE, SCALAR, STR, Amount, Anything, Bad,
-                                            Either, ListOf, MapOf, Matching, Obj, Range, Scalar)
+                                            Choice, Either, ListOf, MapOf, Matching, Obj, Range,
+                                            Scalar, Seconds, Tagged)
 from cluster_server.errors import NotFound, Unprocessable, ValidationError
 from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME
 
@@ -33,6 +34,33 @@ NAME_RULE = "letters, digits, '.', '_' or '-' (at most 128)"
 # Values stored but never returned in full: plugin-declared sensitive fields, and these by name.
 SENSITIVE_RE = re.compile(r"(password|secret|token|api_key|private_key|credential)", re.I)
 MASK = "********"
+
+
+# How a service says it is well (Coopr's style: next to its actions), checked by the server on
+# every ACTIVE cluster (cluster_server/health). Each type names what it reaches; all share the
+# schedule: every ``interval`` seconds, ``timeout`` for one check, ``retries`` failures in a row
+# before the instance counts as failing.
+_SCHEDULE = {"interval": Seconds(0, 86400).described("seconds between checks (default 10)"),
+             "timeout": Seconds(0, 600).described("seconds one check may take (default 5)"),
+             "retries": Range(1, 100).described("failures in a row before failing (default 3)")}
+HEALTH = Tagged("type", {
+    "command": Obj({**_SCHEDULE, "command": ListOf(STR, min_items=1).described(
+        "argv run on the node through the service's transport; exit 0 is healthy")},
+        required=("command",)),
+    "http": Obj({**_SCHEDULE, "url": STR.described("URL, with macros: http://%ip.self%:8080/"),
+                 "status": Range(100, 599).described("expected status (default 200)")},
+                required=("url",)),
+    "tcp": Obj({**_SCHEDULE, "port": Range(1, 65535), "host": STR.described(
+        "address, with macros (default %ip.access_v4.self%)")}, required=("port",)),
+})
+# Supervision, as supervisord's autorestart: restart a failing instance at most ``max_restarts``
+# times within ``window`` seconds, then leave it (the cluster shows DEGRADED and why).
+RESTART_FIELDS = {
+    "restart": Choice("never", "on-failure").described("restart a failing instance"),
+    "max_restarts": Range(0, 1000).described("restarts allowed within window (default 3)"),
+    "window": Seconds(0, 7 * 86400).described("seconds over which restarts count (default "
+                                              "300)"),
+}
 
 
 # -- the shape of each kind, in the contract's schema language -------------------------------
@@ -104,8 +132,10 @@ SCHEMAS = {
                     {action: Obj({"type": STR, "fields": MapOf(Anything())}, required=("type",))
                      for action in SERVICE_ACTIONS}
                 ),
+                "health": HEALTH,
             }),
             "links": ListOf(LINK),
+            **RESTART_FIELDS,
         },
         required=("name",),
     ),
@@ -144,6 +174,8 @@ def _check_macros(kind, name, label, body):
     if kind == "service":
         for action, spec in body.get("provisioner", {}).get("actions", {}).items():
             places.append((f"provisioner.actions.{action}.fields", spec.get("fields", {})))
+        if "health" in body.get("provisioner", {}):
+            places.append(("provisioner.health", body["provisioner"]["health"]))
     if kind in ("template", "partial"):
         places.append(("defaults.config", body.get("defaults", {}).get("config", {})))
         places.append(("links", body.get("links", [])))

@@ -9,6 +9,7 @@ string: ``shoal cluster exec`` gives an argv, and the isolation is the container
 import hashlib
 import json
 import os
+import re
 import shlex
 import uuid
 
@@ -32,6 +33,30 @@ def inventory(cluster, nodes):
     return {"cluster": {"id": cluster["id"], "name": cluster["name"],
                         "status": cluster["status"], "provider": cluster["provider"]},
             "nodes": items}
+
+
+def _group(name):
+    """A service name as an Ansible group name (letters, digits and '_' only)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def ansible_inventory(cluster, nodes):
+    """The cluster as an Ansible inventory (``ansible-inventory --list`` reads it): every node
+    that has an SSH endpoint, by id (the shell's ssh config reaches it, host key pinned), in
+    ``all`` and in a group per service; facts as host variables, the cluster as ``shoal_cluster``.
+    """
+    hosts, groups = {}, {}
+    for item in inventory(cluster, nodes)["nodes"]:
+        resource = next(n for n in nodes if n["id"] == item["id"])["facts"].get("resource") or {}
+        if not (resource.get("ssh") or {}).get("host_key"):
+            continue  # the ssh config has no entry for it either
+        hosts[item["id"]] = {"shoal_hostname": item["hostname"], "shoal_address": item["address"],
+                             "shoal_services": item["services"], "shoal_status": item["status"]}
+        for service in item["services"]:
+            groups.setdefault(_group(service), {"hosts": {}})["hosts"][item["id"]] = None
+    return {"all": {"hosts": hosts, "children": groups, "vars": {
+        "shoal_cluster": {"id": cluster["id"], "name": cluster["name"]},
+        "ansible_python_interpreter": "auto_silent"}}}
 
 
 def _key_path(path):
@@ -137,7 +162,10 @@ def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=
     _write(os.path.join(folder, "inventory.json"), json.dumps(data, indent=2) + "\n")
     _write(os.path.join(folder, "ssh_config"), config)
     _write(os.path.join(folder, "known_hosts"), known)
+    _write(os.path.join(folder, "hosts.json"),
+           json.dumps(ansible_inventory(cluster, nodes), indent=2) + "\n")
     mounts = {os.path.join(folder, "inventory.json"): f"{MOUNT}/inventory.json",
+              os.path.join(folder, "hosts.json"): f"{MOUNT}/hosts.json",
               os.path.join(folder, "ssh_config"): "/etc/ssh/ssh_config.d/shoal.conf",
               os.path.join(folder, "known_hosts"): f"{MOUNT}/known_hosts", **keys}
 
@@ -156,6 +184,7 @@ def prepare(store, home, tenant, name, command=None, tty=True, stdin=False, cli=
         "SHOAL_INVENTORY": json.dumps(data, separators=(",", ":")),
         "SHOAL_INVENTORY_FILE": f"{MOUNT}/inventory.json",
         "SHOAL_NODES": " ".join(n["id"] for n in nodes),
+        "ANSIBLE_INVENTORY": f"{MOUNT}/hosts.json",  # for the ansible CLI image
         "debian_chroot": f"shoal:{cluster['name']}",  # Debian's bash prompt shows it
     })
     argv = command or ["bash"]  # not a login shell: /etc/profile would reset PATH

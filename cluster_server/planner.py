@@ -160,6 +160,22 @@ def plan_services(kind, nodes, services_catalog, targets=None, restart=False):
     return graph.finish()
 
 
+def plan_restart(instances, services_catalog):
+    """Restart single service instances where they are: STOP then START on each (node id,
+    service) pair, nothing else. What supervision runs for an instance whose health check
+    fails: the rest of the cluster keeps running, and what depends on the service is not
+    stopped (it was already without it)."""
+    services = {service for _, service in instances}
+    unknown = sorted(s for s in services if s not in services_catalog)
+    if unknown:
+        raise PlanError(f"Unknown service '{unknown[0]}'", {"services": unknown})
+    # Only these services: their dependencies elsewhere on the cluster are not touched.
+    graph = _Graph(_Catalog({s: services_catalog[s] for s in services}, services))
+    for node_id, service in sorted(instances, key=lambda pair: (natural_key(pair[0]), pair[1])):
+        graph.start(node_id, service, after=graph.stop(node_id, service))
+    return graph.finish()
+
+
 def _layout(nodes):
     """Node id -> tuple of its services, rejecting a node id given twice."""
     layout = {}

@@ -139,6 +139,15 @@ class Provider(abc.ABC):
     def find(self, cluster_id):
         """Every node this provider holds for ``cluster_id`` (orphan checks, crash recovery)."""
 
+    def inventory(self, cluster_ids):
+        """Every resource this provider holds labelled with any of ``cluster_ids``, running or
+        stopped: ``{cluster_id: [NodeInfo]}`` (drift checks). Batched: one request per page of
+        resources for all the clusters, never one per node or per cluster. Each NodeInfo's
+        ``extra`` names its node (``node`` or ``node_id``) when the label says it.
+
+        This default asks ``find`` once per cluster; every shipped provider does better."""
+        return {cluster_id: self.find(cluster_id) for cluster_id in cluster_ids}
+
     @abc.abstractmethod
     def transport(self, info):
         """A Transport to the node described by ``info``."""

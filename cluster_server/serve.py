@@ -90,6 +90,8 @@ def main(argv=None):
     try:
         server.run()
     finally:
+        if app.health is not None:
+            app.health.stop()  # first: no restart is planned by a server going down
         if app.engine is not None:
             app.engine.stop()
         try:

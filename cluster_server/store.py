@@ -123,6 +123,30 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, kind, name)
     );
     """,
+    # health (cluster_server/health): the last known state of each service instance's check,
+    # since when, the restarts supervision made (timestamps, for its window) and whether it gave
+    # up; drift keeps the last comparison of a cluster with what its provider holds.
+    """
+    CREATE TABLE health (
+        cluster_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        service TEXT NOT NULL,
+        state TEXT NOT NULL,
+        since REAL NOT NULL,
+        checked_at REAL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        output TEXT NOT NULL DEFAULT '',
+        restarts TEXT NOT NULL DEFAULT '[]',
+        gave_up INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (cluster_id, node_id, service)
+    );
+    CREATE TABLE drift (
+        cluster_id TEXT PRIMARY KEY,
+        checked_at REAL NOT NULL,
+        drifted INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -184,8 +184,21 @@ class ListClusters(ShoalLister):
 
     def take_action(self, parsed_args):
         rows = self.client.get("/clusters", all="1" if parsed_args.all else None)
-        return (("Name", "Status", "Template", "Provider", "Nodes"),
-                [(r["name"], r["status"], r["template"], r["provider"], r["nodes"]) for r in rows])
+        return (("Name", "Status", "Health", "Template", "Provider", "Nodes"),
+                [(r["name"], r["status"], r["health"] + (" DRIFTED" if r["drifted"] else ""),
+                  r["template"], r["provider"], r["nodes"]) for r in rows])
+
+
+def _metrics(metrics):
+    """`` (load 0.12, mem 41%, disk 63%)`` from a node's facts, or nothing."""
+    if not metrics:
+        return ""
+    parts = []
+    for key, label, fmt in (("load1", "load", "{:g}"), ("memory_pct", "mem", "{:g}%"),
+                            ("disk_pct", "disk", "{:g}%")):
+        if key in metrics:
+            parts.append(f"{label} {fmt.format(metrics[key])}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 class ShowCluster(ShoalShowOne):
@@ -201,11 +214,16 @@ class ShowCluster(ShoalShowOne):
         if parsed_args.formatter in ("json", "yaml"):
             return self.show_dict(cluster, parsed_args)
         nodes = "\n".join(f"{n['id']} {n['hostname']} {n['address'] or '-'} {n['status']}: "
-                          f"{', '.join(n['services']) or '-'}" for n in cluster["nodes"])
+                          f"{', '.join(n['services']) or '-'}{_metrics(n.get('metrics'))}"
+                          for n in cluster["nodes"])
+        drift = cluster.get("drift") or {}
         links = "\n".join(f"{link['label']}: {link['url']}" for link in cluster["links"])
         op = cluster["operation"] or {}
         return self.show_dict({
             "name": cluster["name"], "status": cluster["status"],
+            "health": (cluster["health"] + (f": {cluster['health_reason']}"
+                                            if cluster["health_reason"] else "")),
+            "drift": ("DRIFTED" if drift.get("drifted") else "none" if drift else "not checked"),
             "template": cluster["template"], "provider": cluster["provider"],
             "size": cluster["size"], "services": ", ".join(cluster["services"]),
             "nodes": nodes, "links": links,

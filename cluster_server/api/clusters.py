@@ -13,6 +13,7 @@ from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import BOOLEAN, INTEGER, accepts, pattern
 from cluster_server.contract.schema import ListOf
 from cluster_server.errors import Conflict, NotFound
+from cluster_server.health import state as health_state
 
 bp = Blueprint("clusters", __name__)
 
@@ -77,21 +78,26 @@ def create_cluster():
 def list_clusters():
     """Every cluster (deleted ones only with ?all=1)."""
     everything = request.args.get("all") in ("1", "true")
-    store = current_app.store
-    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at,"
+    query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at, c.id,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
-             " ('DELETED', 'REMOVING')), c.id, c.spec FROM clusters c WHERE c.tenant = ?")
+             " ('DELETED', 'REMOVING')), c.spec FROM clusters c WHERE c.tenant = ?")
     if not everything:
         query += " AND c.status != 'DELETED'"
-    rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
-    hardware = {}
-    for cluster_id, name, count in store.db.execute(
-            "SELECT cluster_id, hardwaretype, COUNT(*) FROM nodes WHERE status NOT IN"
-            " ('DELETED', 'REMOVING') GROUP BY cluster_id, hardwaretype"):
-        hardware.setdefault(cluster_id, {})[name] = count
+    store = current_app.store
+    with store.snapshot():
+        rows = store.db.execute(query + " ORDER BY c.created_at", [g.tenant]).fetchall()
+        health = health_state.summaries(store, [r[5] for r in rows])
+        drifted = {cluster_id for (cluster_id,) in store.db.execute(
+            "SELECT cluster_id FROM drift WHERE drifted = 1")}
+        hardware = {}
+        for cluster_id, name, count in store.db.execute(
+                "SELECT cluster_id, hardwaretype, COUNT(*) FROM nodes WHERE status NOT IN"
+                " ('DELETED', 'REMOVING') GROUP BY cluster_id, hardwaretype"):
+            hardware.setdefault(cluster_id, {})[name] = count
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
-                     "created_at": r[4], "nodes": r[5],
-                     "cost": cluster_cost(store.unseal(r[7]), hardware.get(r[6], {}))}
+                     "created_at": r[4], "nodes": r[6], "health": health[r[5]][0],
+                     "drifted": r[5] in drifted,
+                     "cost": cluster_cost(store.unseal(r[7]), hardware.get(r[5], {}))}
                     for r in rows])
 
 
@@ -119,7 +125,8 @@ def cluster_view(store, cluster):
                      "services": node["services"], "hardwaretype": node["hardwaretype"],
                      "imagetype": node["imagetype"],
                      "address": resource.get("addresses", {}).get("access_v4", ""),
-                     "ports": resource.get("extra", {}).get("ports")})
+                     "ports": resource.get("extra", {}).get("ports"),
+                     "metrics": node["facts"].get("metrics") or {}})
     ctx = {"cluster": {"id": cluster["id"], "name": cluster["name"],
                        "owner": cluster["spec"].get("owner", "")},
            "self": nodes[0]["id"] if nodes else "",
@@ -130,10 +137,13 @@ def cluster_view(store, cluster):
              for link in cluster["spec"]["template"].get("links", [])]
     op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
+    health, reason = health_state.summaries(store, [cluster["id"]])[cluster["id"]]
     hardware = {}
     for node in nodes:
         hardware[node["hardwaretype"]] = hardware.get(node["hardwaretype"], 0) + 1
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
+            "health": health, "health_reason": reason,
+            "drift": health_state.drift(store, cluster["id"]),
             "template": cluster["template"], "provider": cluster["provider"],
             "services": sorted(cluster["spec"]["services"]), "size": len(nodes),
             "cost": cluster_cost(cluster["spec"], hardware),

@@ -32,16 +32,31 @@ SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LA
 CONTROLLED = Obj({"operation": STR, "requested": STR}, required=("operation", "requested"))
 
 CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
-                   "created_at": NUMBER, "nodes": INT, "cost": NUMBER})
+                   "created_at": NUMBER, "nodes": INT, "cost": NUMBER, "health": STR,
+                   "drifted": BOOL})
 NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
-            "imagetype": STR, "address": STR, "ports": Anything()})
+            "imagetype": STR, "address": STR, "ports": Anything(),
+            "metrics": MapOf(Anything()).described("load, memory and disk, read on the node")})
+DRIFT_NODE = Obj({"node": STR, "resource_id": STR, "state": STR, "detail": STR})
+ORPHAN = Obj({"resource_id": STR, "state": STR, "node": STR, "address": STR})
+DRIFT = Obj({"checked_at": NUMBER, "drifted": BOOL, "nodes": ListOf(DRIFT_NODE),
+             "orphans": ListOf(ORPHAN)}).described("the last comparison with the provider")
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
     "services": NAMES, "size": INT, "cost": NUMBER, "nodes": ListOf(NODE),
     "links": ListOf(Obj({"label": STR, "url": STR})),
     "operation": Either(Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR}),
                         Scalar(type(None), label="null"), label="the last operation or null"),
+    "health": STR.described("HEALTHY, DEGRADED or UNKNOWN"), "health_reason": STR,
+    "drift": Either(DRIFT, Scalar(type(None), label="null"), label="a drift report or null"),
 }).described("a cluster with its nodes, links and last operation")
+HEALTH_ROW = Obj({"node": STR, "service": STR, "state": STR, "since": NUMBER, "output": STR,
+                  "restarts": INT, "supervision": STR, "checked_at": OPTIONAL_NUMBER})
+CHECK = Obj({"drifted": BOOL, "nodes": ListOf(DRIFT_NODE), "orphans": ListOf(ORPHAN),
+             "checked_at": NUMBER, "deleted_orphans": NAMES,
+             "repair": Obj({"tasks": ListOf(PLANNED_TASK), "operation": OPTIONAL_STR,
+                            "nodes": NAMES})}).described(
+    "what the provider holds against the store; with repair, the plan (and its operation)")
 TASK = Obj({"id": STR, "operation": STR, "node": STR, "action": STR, "service": OPTIONAL_STR,
             "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER})
 OPERATION = Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR, "cluster": STR,

@@ -111,6 +111,23 @@ NUMLIKE = Scalar(str, int, float, label="a number or a string")  # Coopr writes 
 SCALAR = Scalar(str, int, float, bool, label="a string, number or boolean")
 
 
+class Seconds(Schema):
+    """A duration in seconds: a number above ``low`` and at most ``high`` (a check every 0 s
+    would spin; one every week is a typo)."""
+
+    def __init__(self, low=0, high=86400):
+        self.low, self.high = low, high
+
+    def check(self, value, path):
+        NUMBER.check(value, path)
+        if not self.low < value <= self.high:
+            raise Bad(path, f"must be more than {self.low} and at most {self.high} seconds, "
+                            f"not {value}")
+
+    def json_schema(self):
+        return {"type": "number", "exclusiveMinimum": self.low, "maximum": self.high}
+
+
 class Choice(Schema):
     """One of a fixed set of strings."""
 

@@ -394,6 +394,20 @@ class AWSProvider(Provider):
             {"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster_id]},
             {"Name": "instance-state-name", "Values": LIVE_STATES}])]
 
+    def inventory(self, cluster_ids):
+        """Every instance not terminated tagged with one of ``cluster_ids``: one
+        DescribeInstances per page (1,000 instances) for up to 200 clusters at once."""
+        result = {cluster_id: [] for cluster_id in cluster_ids}
+        ordered = sorted(result)
+        for i in range(0, len(ordered), FILTER_VALUES):
+            for instance in self._instances([
+                    {"Name": f"tag:{TAG_CLUSTER}", "Values": ordered[i:i + FILTER_VALUES]},
+                    {"Name": "instance-state-name", "Values": LIVE_STATES}]):
+                info = self._info(instance)
+                if info.extra["cluster_id"] in result:
+                    result[info.extra["cluster_id"]].append(info)
+        return result
+
     def cleanup_cluster(self, cluster_id):
         """Wait until every instance of the cluster is terminated, then delete its security
         group and key pair (a group still in use cannot be deleted)."""

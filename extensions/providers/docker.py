@@ -344,6 +344,16 @@ class DockerProvider(Provider):
     def find(self, cluster_id):
         return [self._info(c) for c in self._list(cluster=cluster_id)]
 
+    def inventory(self, cluster_ids):
+        """Every node container of this home, running or not, in one list call (the engine does
+        not page), grouped by their cluster label."""
+        result = {cluster_id: [] for cluster_id in cluster_ids}
+        for container in self._list():
+            cluster_id = (container.attrs.get("Labels") or {}).get(f"{LABEL}.cluster")
+            if cluster_id in result:
+                result[cluster_id].append(self._info(container))
+        return result
+
     def cleanup_cluster(self, cluster_id):
         """Remove the cluster's network (by name: Podman removes a network by id even while
         containers use it) once no container of the cluster is left."""

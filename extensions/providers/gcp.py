@@ -366,6 +366,21 @@ class GCPProvider(Provider):
                     "node_id": instance.labels.get("shoal-node", "")}))
                 for instance in self._list(f'labels.shoal-cluster = "{label(cluster_id)}"')]
 
+    def inventory(self, cluster_ids):
+        """Every instance of this provider in the zone, by its provider label: one filtered
+        ``instances.list`` per page (500) whatever the number of clusters, grouped by their
+        cluster label."""
+        by_label = {label(cluster_id): cluster_id for cluster_id in cluster_ids}
+        result = {cluster_id: [] for cluster_id in cluster_ids}
+        for instance in self._list(f'labels.shoal-provider = "{label(self.name)}"'):
+            cluster_id = by_label.get(instance.labels.get("shoal-cluster", ""))
+            if cluster_id is not None:
+                result[cluster_id].append(self._info(instance, NodeInfo(
+                    resource_id=instance.name, extra={
+                        "cluster_id": cluster_id, "zone": self.zone,
+                        "node_id": instance.labels.get("shoal-node", "")})))
+        return result
+
     def cleanup_cluster(self, cluster_id):
         """Wait until the cluster has no instance left, then delete its firewall rule."""
 

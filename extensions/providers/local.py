@@ -377,6 +377,15 @@ class LocalProvider(Provider):
                 infos.append(self._info(f"{cluster_id}/{node_id}", record))
         return infos
 
+    def inventory(self, cluster_ids):
+        """The sandboxes of each cluster: a look at its directory (nothing to page through)."""
+        result = {}
+        for cluster_id in cluster_ids:
+            result[cluster_id] = infos = self.find(cluster_id)
+            for info in infos:
+                info.extra["node"] = info.resource_id.partition("/")[2]
+        return result
+
     def transport(self, info):
         resource_id = info if isinstance(info, str) else info.resource_id
         root = self._root(resource_id)

@@ -231,6 +231,19 @@ class SSHProvider(Provider):
         return [self._info(host_id, lease) for host_id, lease in sorted(leases.items())
                 if lease["cluster_id"] == cluster_id and lease.get("provider") == self.name]
 
+    def inventory(self, cluster_ids):
+        """The hosts lent to each cluster: one read of the pool file. A lent host counts as
+        running (it is not reached here: its checks say whether it answers)."""
+        wanted = set(cluster_ids)
+        result = {cluster_id: [] for cluster_id in cluster_ids}
+        for host_id, lease in sorted(self._load()["leases"].items()):
+            if lease["cluster_id"] in wanted and lease.get("provider") == self.name:
+                info = self._info(host_id, lease)
+                info.state = NodeState.RUNNING
+                info.extra["node"] = lease["node_id"]
+                result[lease["cluster_id"]].append(info)
+        return result
+
     def _transport_for(self, host_id, host, host_key):
         """One transport (one connection) per node, shared by every task on it.
 

@@ -279,3 +279,21 @@ def test_a_node_whose_ssh_does_not_answer_yet_stays_pending(tmp_path, proxy, clu
 def test_secrets_are_declared_sensitive():
     sensitive = {name for name, field in AWSProvider.fields.items() if field.sensitive}
     assert sensitive == {"api_user", "api_password", "api_session_token"}
+
+
+def test_inventory_of_many_clusters_is_one_call_per_page(tmp_path, proxy, moto):
+    clusters = [f"c-{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    provider = make(tmp_path, proxy, describe_page_size=5)
+    made = {c: sorted(provider.create(spec(c, f"n{i}")).resource_id for i in range(4))
+            for c in clusters}
+    provider.delete(NodeInfo(resource_id=made[clusters[1]][0]))  # terminated: not held
+    before = proxy.calls["DescribeInstances"]
+    held = provider.inventory(clusters[:2])
+    assert proxy.calls["DescribeInstances"] - before == 2  # 7 instances of 2 clusters, 5 a page
+    assert {c: sorted(i.resource_id for i in infos) for c, infos in held.items()} == {
+        clusters[0]: made[clusters[0]], clusters[1]: made[clusters[1]][1:]}
+    assert sorted(i.extra["node_id"] for i in held[clusters[0]]) == ["n0", "n1", "n2", "n3"]
+    for cluster in clusters:
+        for info in provider.find(cluster):
+            provider.delete(info)
+        provider.cleanup_cluster(cluster)

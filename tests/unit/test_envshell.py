@@ -96,3 +96,36 @@ def test_several_clis_are_named_once_each_in_order():
     assert envshell._cli_names("aws, kubectl,aws") == ["aws", "kubectl"]
     assert envshell._cli_names(["gcloud"]) == ["gcloud"]
     assert envshell._cli_names(None) == [] and envshell._cli_names("") == []
+
+
+def test_the_ansible_inventory_passes_ansible_inventory(tmp_path):
+    """The shell's hosts.json, read by the real ``ansible-inventory --list`` of the venv."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    nodes = [container("n1", "10.89.0.2"), container("n2", "10.89.0.3"),
+             node("n3", "n3.demo")]  # no SSH endpoint: left out, as from the ssh config
+    nodes[1]["services"] = ["web", "hadoop-hdfs-namenode"]
+    cluster = {"id": "c-1", "name": "demo", "status": "ACTIVE", "provider": "dock"}
+    path = tmp_path / "hosts.json"
+    path.write_text(json.dumps(envshell.ansible_inventory(cluster, nodes)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"),
+                             "-i", str(path), "--list"], capture_output=True, text=True,
+                            env={**env, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+                                 "ANSIBLE_HOME": str(tmp_path / "ansible")})
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    listed = json.loads(result.stdout)
+    assert sorted(listed["all"]["children"]) == ["hadoop_hdfs_namenode", "ungrouped", "web"]
+    assert listed["web"]["hosts"] == ["n1", "n2"]
+    assert listed["hadoop_hdfs_namenode"]["hosts"] == ["n2"]
+    hostvars = listed["_meta"]["hostvars"]
+    assert set(hostvars) == {"n1", "n2"}
+    assert hostvars["n2"]["shoal_address"] == "10.89.0.3"
+    assert hostvars["n2"]["shoal_cluster"] == {"id": "c-1", "name": "demo"}
+    # No ansible_host: ansible's ssh goes to the node's id, which the shell's ssh config maps
+    # to its endpoint with the pinned key.
+    assert "ansible_host" not in hostvars["n1"]

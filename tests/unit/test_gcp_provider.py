@@ -210,3 +210,16 @@ def test_confirm_pins_the_host_key_of_the_override(tmp_path, fake, cluster, ssh_
         assert transport.run(["echo", "hi"]).stdout == "hi\n"
     finally:
         transport.close()
+
+
+def test_inventory_of_many_clusters_is_one_list_per_page(tmp_path, fake):
+    provider = make(tmp_path, fake, list_page_size=5)
+    clusters = [f"c-{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    made = {c: [provider.create(spec(c, f"n{i}")).resource_id for i in range(4)]
+            for c in clusters}
+    before = provider.calls["instances.list"]
+    held = provider.inventory(clusters[:2])
+    assert provider.calls["instances.list"] - before == 3  # 12 instances of the provider, 5 a page
+    assert {c: sorted(i.resource_id for i in infos) for c, infos in held.items()} == {
+        c: sorted(made[c]) for c in clusters[:2]}
+    assert {i.extra["node_id"] for i in held[clusters[0]]} == {"n0", "n1", "n2", "n3"}

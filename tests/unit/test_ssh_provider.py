@@ -183,3 +183,16 @@ def test_hosts_as_a_json_string_with_defaults(ssh_hosts, home):
 def test_bad_hosts_are_validation_errors(home, fields, message):
     with pytest.raises(ValidationError, match=message):
         SSHProvider("pool", fields, home)
+
+
+def test_inventory_reads_the_pool_once_for_every_cluster(home, tmp_path):
+    hosts = [{"address": "127.0.0.1", "port": port} for port in (2201, 2202, 2203)]
+    provider = SSHProvider("pool", {"hosts": hosts, "ssh_key_file": str(tmp_path / "key")}, home)
+    provider.create(spec("n1", cluster_id="c1"))
+    provider.create(spec("n2", cluster_id="c1"))
+    provider.create(spec("n1", cluster_id="c2"))
+    held = provider.inventory(["c1", "c3"])
+    assert {c: [(i.resource_id, i.extra["node"], i.state) for i in infos]
+            for c, infos in held.items()} == {
+        "c1": [("127.0.0.1:2201", "n1", NodeState.RUNNING),
+               ("127.0.0.1:2202", "n2", NodeState.RUNNING)], "c3": []}

@@ -46,6 +46,7 @@ class FakeProvider(Provider):
         "create_delay": Field(default=0, help="seconds a create call takes, after the "
                                               "instance exists"),
         "delete_delay": Field(default=0, help="seconds a delete call takes"),
+        "page_size": Field(default=100, help="instances per page of an inventory listing"),
     }
 
     def __init__(self, name, fields, home):
@@ -106,6 +107,23 @@ class FakeProvider(Provider):
         with cloud.locked(self.home) as state:
             return [self._info(r) for r in state["instances"].values()
                     if r["labels"]["cluster"] == cluster_id]
+
+    def inventory(self, cluster_ids):
+        """As a cloud's filtered list: one call per page of ``page_size`` instances of the
+        clusters asked about (counted in ``inventory_calls``), at least one."""
+        page = max(1, _number(self.config.get("page_size"), 100, int))
+        wanted = set(cluster_ids)
+        result = {cluster_id: [] for cluster_id in cluster_ids}
+        with cloud.locked(self.home) as state:
+            found = sorted((r for r in state["instances"].values()
+                            if r["labels"]["cluster"] in wanted), key=lambda r: r["id"])
+            for start in range(0, max(1, len(found)), page):
+                cloud.bump(state, "inventory_calls", "all")
+                for record in found[start:start + page]:
+                    info = self._info(record)
+                    info.extra["node"] = record["labels"]["node"]
+                    result[record["labels"]["cluster"]].append(info)
+        return result
 
     def cleanup_cluster(self, cluster_id):
         with cloud.locked(self.home) as state:
