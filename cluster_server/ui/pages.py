@@ -106,7 +106,8 @@ def cluster(name):
                 seen.add(task["id"])
                 tasks.append(task)
     events = apicall.get(f"/clusters/{q(name)}/events")["events"][-200:]
-    return render_template("cluster.html", c=view, op=op, tasks=tasks,
+    health = apicall.get(f"/clusters/{q(name)}/health")
+    return render_template("cluster.html", c=view, op=op, tasks=tasks, health=health,
                            task_total=op["total"] if op else 0,
                            events=events, rendered_at=rendered_at, page="clusters",
                            all_services=sorted(set(_addable(view)) | set(view["services"])),

@@ -541,6 +541,13 @@ def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, s
         problems = [m for m in browser.console()
                     if "Content Security Policy" in m or "Uncaught" in m]
         assert problems == [], (page, problems)
+    # Health and drift, as the API reports them: the badge, and a drift check from the page.
+    browser.get(shoal.url + "/ui/clusters/origins")
+    assert browser.text("#cluster-health") in ("HEALTHY", "DEGRADED", "UNKNOWN")
+    browser.find("#check-drift").click()
+    browser.wait_text("#drift-line", "Drift check just now: no drift")
+    browser.shot("drift")
+    assert browser.console() == [] or not [m for m in browser.console() if "Uncaught" in m]
     # The filter works from the list.
     browser.get(shoal.url + "/ui/clusters?status=DELETED")
     assert "origins" not in browser.text("#clusters")

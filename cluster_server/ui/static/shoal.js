@@ -307,6 +307,28 @@
       };
     }
     root.live = connect;
+
+    // Drift: compare with the provider now (the API's check), then show the page anew.
+    const check = document.getElementById("check-drift");
+    if (check) {
+      check.addEventListener("click", async () => {
+        const error = document.getElementById("drift-error");
+        error.textContent = "";
+        check.disabled = true;
+        try {
+          const report = await api("POST", path + "/check", {});
+          document.getElementById("drift-line").firstChild.textContent =
+            "Drift check just now: " + (report.drifted ? "drift found" : "no drift") +
+            (report.drifted ? " on " + report.nodes.map((n) => n.node + " (" + n.state + ")")
+              .join(", ") : " (" + report.nodes.length + " nodes compared)") +
+            (report.orphans.length ? "; " + report.orphans.length + " orphan(s)" : "") + ". ";
+        } catch (err) {
+          error.textContent = err.message;
+        } finally {
+          check.disabled = false;
+        }
+      });
+    }
     if (root.dataset.running === "1") connect();
 
     // Every operation: plan it, show the plan, confirm, run, follow.
