@@ -247,6 +247,12 @@
       }
     }
 
+    function metrics(m) {
+      if (!m || !Object.keys(m).length) return "";
+      const v = (k, unit) => (k in m ? m[k] + unit : "–");
+      return v("load1", "") + " · " + v("memory_pct", "%") + " · " + v("disk_pct", "%");
+    }
+
     function refreshCluster() {
       if (refreshing) return refreshing;
       refreshing = api("GET", path).then((c) => {
@@ -254,8 +260,8 @@
         body.replaceChildren(...c.nodes.map((n) => el("tr", {id: "n-" + n.id},
           el("td", {text: n.id}), el("td", {text: n.hostname}), el("td", {text: n.address}),
           el("td", {text: n.hardwaretype}), el("td", {text: n.imagetype}),
-          el("td", {text: n.services.join(", ")}), el("td", {class: "s-" + n.status,
-                                                            text: n.status}))));
+          el("td", {text: n.services.join(", ")}), el("td", {text: metrics(n.metrics)}),
+          el("td", {class: "s-" + n.status, text: n.status}))));
         document.getElementById("size").textContent = c.size;
         document.getElementById("cost").textContent = c.cost;
         let links = document.getElementById("links");
