@@ -87,17 +87,23 @@ def cluster_stream(name):
         raise TooManyStreams("too many live streams open; poll /clusters/{name}/events instead",
                              {"reason": "stream limit (SHOAL_UI_STREAMS)"})
     generator = _events(store, cluster["id"], after, since, time.monotonic() + wait)
-    response = Response(_released(generator), mimetype="text/event-stream")
+    response = Response(generator, mimetype="text/event-stream")
+    # The server closes the response when the stream ends or the browser goes, also when it
+    # never read a byte of it (a generator that never started runs no finally).
+    response.call_on_close(_release_once())
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response
 
 
-def _released(generator):
-    try:
-        yield from generator
-    finally:
-        _open_streams.release()
+def _release_once():
+    released = []
+
+    def release():
+        if not released:
+            released.append(True)
+            _open_streams.release()
+    return release
 
 
 def _message(event, data, event_id=None):

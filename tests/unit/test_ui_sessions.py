@@ -103,6 +103,10 @@ def test_the_stream_of_an_idle_cluster_gives_its_state_and_ends(api):
     again = api("GET", "/clusters/web/stream?after=1").get_data(as_text=True)
     assert "event: log" not in again
     assert_error_shape(api("GET", "/clusters/nope/stream"), 404)
+    # Each stream gives its slot back when it is closed, read or not (SHOAL_UI_STREAMS: 4).
+    for _ in range(6):
+        api("GET", "/clusters/web/stream").close()
+    assert api("GET", "/clusters/web/stream").status_code == 200
 
 
 def _archive(kind, files):
