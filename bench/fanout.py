@@ -754,9 +754,10 @@ def main():
             results[count] = run_size(client, workdir, run_id, key_file, count, args.runs,
                                       which, tools, args.profile and (args.profile_dir or workdir),
                                       settings)
+            report({count: results[count]}, which)  # printed now: a later size may fail
+            sys.stdout.flush()
     finally:
         cleanup()
-    report(results, which)
 
 
 def run_size(client, workdir, run_id, key_file, count, runs, which, tools, profile, settings):
@@ -783,31 +784,40 @@ def run_size(client, workdir, run_id, key_file, count, runs, which, tools, profi
         figures = collections.defaultdict(list)
         last_tasks = None
         shoal_tools = [t for t in shoals if t != "shoal" or "shoal" in which]
+
+        def run_tool(tool):
+            nonlocal last_tasks
+            if tool == "paramiko":
+                figures[tool].append(paramiko_run(hosts, key_file))
+                figures["paramiko-warm"].append(paramiko_run(hosts, key_file, warm=True))
+            elif tool == "ansible":
+                figures[tool].append(ansible.run(False, count))
+            elif tool == "ansible-tuned":
+                figures[tool].append(ansible.run(True, count))
+            elif tool == "pyinfra":
+                figures[tool].append(pyinfra.run())
+            elif tool == "shoal-ansible":
+                actions, whole, _ = shoals["shoal"].run(f"fana{count}-{round_}", count,
+                                                        template="fanout-ansible")
+                figures[tool].append(actions)
+                figures[f"{tool}-create"].append(whole)
+            else:
+                spy = profiler if profiler and round_ == runs - 1 and tool == "shoal" \
+                    else None
+                actions, whole, tasks = shoals[tool].run(f"fan{count}-{round_}", count, spy)
+                figures[tool].append(actions)
+                figures[f"{tool}-create"].append(whole)
+                if tool == "shoal":
+                    last_tasks = tasks
         for round_ in range(runs):
             for tool in [t for t in which if not t.startswith("shoal")] + shoal_tools + (
                     ["shoal-ansible"] if "shoal-ansible" in which else []):
-                if tool == "paramiko":
-                    figures[tool].append(paramiko_run(hosts, key_file))
-                    figures["paramiko-warm"].append(paramiko_run(hosts, key_file, warm=True))
-                elif tool == "ansible":
-                    figures[tool].append(ansible.run(False, count))
-                elif tool == "ansible-tuned":
-                    figures[tool].append(ansible.run(True, count))
-                elif tool == "pyinfra":
-                    figures[tool].append(pyinfra.run())
-                elif tool == "shoal-ansible":
-                    actions, whole, _ = shoals["shoal"].run(f"fana{count}-{round_}", count,
-                                                            template="fanout-ansible")
-                    figures[tool].append(actions)
-                    figures[f"{tool}-create"].append(whole)
-                else:
-                    spy = profiler if profiler and round_ == runs - 1 and tool == "shoal" \
-                        else None
-                    actions, whole, tasks = shoals[tool].run(f"fan{count}-{round_}", count, spy)
-                    figures[tool].append(actions)
-                    figures[f"{tool}-create"].append(whole)
-                    if tool == "shoal":
-                        last_tasks = tasks
+                try:
+                    run_tool(tool)
+                except RuntimeError as exc:  # one tool's failed round must not lose the rest
+                    log(f"N={count} round {round_ + 1}: {tool} FAILED, round not counted: "
+                        f"{str(exc)[-600:]}")
+                    continue
                 log(f"N={count} round {round_ + 1}: {tool} {figures[tool][-1]:.2f} s")
         medians = {tool: statistics.median(values) for tool, values in figures.items()}
         medians["containers"] = up
