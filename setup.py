@@ -38,11 +38,14 @@ setup(
         "aws": ["boto3>=1.34"],
         "gcp": ["google-cloud-compute>=1.14"],
         "ansible": ["ansible-core>=2.15"],
+        # The celery executor and `shoal worker start` (Redis as broker and result backend).
+        "celery": ["celery[redis]>=5.4,<6"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pexpect>=4.8", "docker>=7.0",
                  "boto3>=1.34", "moto[server]>=5.0", "google-cloud-compute>=1.14",
                  "ansible-core>=2.15",
                  # The API's contract: validated as OpenAPI 3.1, fuzzed (tests/contract).
                  "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5",
+                 "celery[redis]>=5.4,<6",
                  # The web UI in a real browser: Debian's chromium through chromedriver.
                  "selenium>=4.20"],
     },

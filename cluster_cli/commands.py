@@ -32,6 +32,8 @@ COMMANDS["cluster exec"] = "cluster_cli.v1.shell:ExecCluster"
 COMMANDS["setup aws"] = "cluster_cli.v1.setup:SetupAws"
 COMMANDS["setup gcp"] = "cluster_cli.v1.setup:SetupGcp"
 COMMANDS["ui"] = "cluster_cli.v1.ui:OpenUI"
+COMMANDS["worker start"] = "cluster_cli.v1.worker:StartWorker"
+COMMANDS["worker status"] = "cluster_cli.v1.worker:WorkerStatus"
 COMMANDS["task list"] = "cluster_cli.v1.cluster:ListTasks"
 COMMANDS["task show"] = "cluster_cli.v1.cluster:ShowTask"
 

@@ -58,9 +58,10 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
 
     app.metrics = metrics.registry(app.store, app.engine, app.health)
 
-    from cluster_server.api import catalog, clusters, envshell, health, live, meta, resources
+    from cluster_server.api import (catalog, clusters, envshell, health, live, meta, resources,
+                                    workers)
 
-    for module in (meta, catalog, clusters, health, resources, envshell, live):
+    for module in (meta, catalog, clusters, health, resources, envshell, workers, live):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
 
     from cluster_server import ui  # the web UI under /ui/: its own session check

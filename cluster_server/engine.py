@@ -13,7 +13,8 @@ import threading
 import time
 
 from cluster_server.actions import CLEANUP, TaskRunner
-from cluster_server.executor import PENDING, Control, Executor, Settings
+from cluster_server.errors import ValidationError
+from cluster_server.executor import EXECUTORS, PENDING, Control, Executor, Settings
 from cluster_server.poller import Poller
 from cluster_server.resources import FileResourceStore
 
@@ -34,10 +35,23 @@ def default_workers():
 def settings_from_env():
     """Tunables, with defaults sensible for one machine; tests shorten the waits."""
     env = os.environ
+    kind = (env.get("SHOAL_EXECUTOR") or "threads").strip().lower()
+    if kind not in EXECUTORS:
+        raise ValidationError(f"SHOAL_EXECUTOR must be one of {', '.join(EXECUTORS)}, not "
+                              f"{kind!r}", {"field": "SHOAL_EXECUTOR", "reason": "unknown"})
+    broker = (env.get("SHOAL_BROKER") or "").strip()
+    if kind == "celery" and not broker:
+        raise ValidationError("the celery executor needs a broker: --broker URL or SHOAL_BROKER "
+                              "(e.g. redis://127.0.0.1:6379/0)",
+                              {"field": "SHOAL_BROKER", "reason": "required"})
+    workers = env.get("SHOAL_PARALLELISM")
     return Settings(
-        workers=int(env.get("SHOAL_PARALLELISM") or default_workers()),
+        # With Celery, the tasks in flight per operation: as many as the workers can run at
+        # once (each waits on one server thread that holds no CPU).
+        workers=int(workers or (64 if kind == "celery" else default_workers())),
         retries=int(env.get("SHOAL_RETRIES") or 2),
         backoff_base=float(env.get("SHOAL_RETRY_BACKOFF") or 1.0),
+        executor=kind, broker=broker,
     )
 
 
@@ -52,6 +66,9 @@ class Engine:
         self.runner = runner or TaskRunner(store, home, Poller(base=base),
                                            resources=FileResourceStore(store, home))
         self.executor = Executor(store, self.runner, self.settings)
+        # What the executor calls: the runner itself on threads; with Celery, one that sends
+        # its plugin calls to workers.
+        self.runner = self.executor.runner
         self.controls = {}
         self.threads = {}
         self.lock = threading.Lock()

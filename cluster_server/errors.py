@@ -114,3 +114,10 @@ class TransportError(ShoalError):
 
     code = "transport"
     status = 502
+
+
+class WorkerError(ShoalError):
+    """The Celery executor could not reach its broker or its workers, or a worker failed."""
+
+    code = "worker"
+    status = 503

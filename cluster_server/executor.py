@@ -4,8 +4,9 @@ time per node, every state change in SQLite so a restarted server carries on.
 The executor knows nothing of providers or automators: it hands each ready task to a ``runner``
 (``runner.run(task, operation) -> TaskOutcome``, or a Future of one) through a ``dispatch``
 interface: ``submit(fn)`` runs ``fn`` somewhere; ``fn`` runs the task, settles its outcome and
-goes on with what that made ready. The default dispatch is a pool of threads; a distributed one
-can replace it.
+goes on with what that made ready. The default dispatch is a pool of threads; the Celery one
+(``cluster_server.workers``) runs the executor's work on the same threads and ``bind``s the runner
+so that its plugin calls go to Celery workers on other machines. ``make_dispatch`` picks one.
 """
 
 import concurrent.futures
@@ -39,6 +40,8 @@ class Settings:
     retries: int = 2  # attempts after the first
     backoff_base: float = 1.0  # seconds before the first retry; doubles each time
     backoff_max: float = 30.0
+    executor: str = "threads"  # "threads" or "celery": where tasks run (make_dispatch)
+    broker: str = ""  # the Celery broker's URL (celery only)
 
 
 def _settled(future):
@@ -67,6 +70,11 @@ class ThreadDispatch:
         self.queue = queue.SimpleQueue()
         self.threads = 0
         self.lock = threading.Lock()
+
+    def bind(self, runner):
+        """The runner the executor calls: on threads, the runner itself (another dispatch may
+        give one that sends its plugin calls elsewhere)."""
+        return runner
 
     def submit(self, fn):
         """Run ``fn`` on a worker thread; ``fn`` hands back its result itself."""
@@ -101,6 +109,18 @@ class ThreadDispatch:
             for _ in range(self.threads):
                 self.queue.put(None)
             self.threads = self.workers  # start no new thread after this
+
+
+EXECUTORS = ("threads", "celery")
+
+
+def make_dispatch(settings):
+    """The dispatch ``settings.executor`` names: threads (the default) or Celery workers."""
+    if settings.executor == "celery":
+        from cluster_server.workers.dispatch import CeleryDispatch
+
+        return CeleryDispatch(settings.workers, settings.broker)
+    return ThreadDispatch(settings.workers)
 
 
 class Control:
@@ -446,7 +466,8 @@ class Executor:
         self.store = store
         self.runner = runner
         self.settings = settings or Settings()
-        self.dispatch = dispatch or ThreadDispatch(self.settings.workers)
+        self.dispatch = dispatch or make_dispatch(self.settings)
+        self.runner = self.dispatch.bind(runner)
 
     def run(self, operation, control=None, prefix=""):
         """Run every task of ``operation`` (a dict with at least ``id``) that has not succeeded.
@@ -460,7 +481,11 @@ class Executor:
         """
         control = control or Control()
         run = _Run(self, operation, control, load_tasks(self.store, operation["id"], prefix))
-        return run.wait()
+        result = run.wait()
+        ended = getattr(self.runner, "run_ended", None)
+        if ended:  # every outcome is in the store: a remote runner may drop its copies
+            ended(operation["id"])
+        return result
 
     def _mark_running(self, started):
         """``started``: (task, started at) pairs. A RUNNING task is one whose effect may or may

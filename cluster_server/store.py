@@ -147,6 +147,12 @@ MIGRATIONS = [
         report TEXT NOT NULL
     );
     """,
+    # which queue the Celery executor sent a task to, and which worker ran it (blank on
+    # threads).
+    """
+    ALTER TABLE tasks ADD COLUMN queue TEXT;
+    ALTER TABLE tasks ADD COLUMN worker TEXT;
+    """,
 ]
 
 

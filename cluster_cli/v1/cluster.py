@@ -408,7 +408,7 @@ class ClusterEvents(ShoalCommand):
 
 
 class ListTasks(ShoalLister):
-    """List the tasks of a cluster's latest operation: status, attempts, duration."""
+    """List the tasks of a cluster's latest operation: status, attempts, duration, worker."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -419,9 +419,11 @@ class ListTasks(ShoalLister):
     def take_action(self, parsed_args):
         rows = self.client.get(f"/clusters/{segment(parsed_args.cluster)}/tasks",
                                operation=parsed_args.operation)
-        return (("ID", "Node", "Action", "Service", "Status", "Attempts", "Duration"),
+        return (("ID", "Node", "Action", "Service", "Status", "Attempts", "Duration", "Worker"),
                 [(t["id"], t["node"], t["action"], t["service"] or "", t["status"],
-                  t["attempts"], t["duration"] if t["duration"] is not None else "")
+                  t["attempts"], t["duration"] if t["duration"] is not None else "",
+                  t.get("worker") or (f"(queued on {t['queue']})" if t["status"] == "QUEUED"
+                                      else ""))
                  for t in rows if t["action"] != "JOIN"])
 
 

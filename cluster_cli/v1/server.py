@@ -32,13 +32,20 @@ class StartServer(LocalServerCommand):
                             help="attempts after the first for a failing task (default 2)")
         parser.add_argument("--retry-backoff", type=float, metavar="SECONDS",
                             help="wait before the first retry, doubling after (default 1)")
+        parser.add_argument("--executor", choices=("threads", "celery"),
+                            help="where tasks run: threads of the server (default) or Celery "
+                                 "workers (default: $SHOAL_EXECUTOR)")
+        parser.add_argument("--broker", metavar="URL",
+                            help="the Celery broker, redis://HOST:PORT/DB (default: "
+                                 "$SHOAL_BROKER)")
         return parser
 
     def take_action(self, parsed_args):
         was = daemon.running_pid()
         settings = {f"SHOAL_{key.upper()}": str(value) for key, value in (
             ("parallelism", parsed_args.parallelism), ("retries", parsed_args.retries),
-            ("retry_backoff", parsed_args.retry_backoff)) if value is not None}
+            ("retry_backoff", parsed_args.retry_backoff), ("executor", parsed_args.executor),
+            ("broker", parsed_args.broker)) if value is not None}
         if was and settings:
             self.warn("the server already runs: stop it first for these settings to apply")
         url = daemon.start(port=parsed_args.port, settings=settings)

@@ -234,13 +234,17 @@ def plan_existing(name):
 
 
 def _task_row(r):
+    status, queue, worker = r[5], r[10], r[11]
+    if status == "RUNNING" and queue and not worker:
+        status = "QUEUED"  # sent to a Celery queue that no worker has taken it from yet
     return {"id": r[0], "operation": r[1], "node": r[2], "action": r[3], "service": r[4],
-            "status": r[5], "attempts": r[6], "output": r[7],
-            "duration": round(r[9] - r[8], 3) if r[8] and r[9] else None}
+            "status": status, "attempts": r[6], "output": r[7],
+            "duration": round(r[9] - r[8], 3) if r[8] and r[9] and status != "QUEUED" else None,
+            "queue": queue, "worker": worker}
 
 
 TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, output,"
-                " started_at, finished_at")
+                " started_at, finished_at, queue, worker")
 
 
 TASK_STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"]
@@ -307,9 +311,11 @@ def operation_summary(store, op_id):
                            [op_id]).fetchone()
     counts = dict(store.db.execute("SELECT status, COUNT(*) FROM tasks WHERE operation_id = ?"
                                    " AND action != 'JOIN' GROUP BY status", [op_id]).fetchall())
-    running = [f"{r[0]} {r[1] or ''} on {r[2]}".replace("  ", " ") for r in store.db.execute(
-        "SELECT action, service, node_id FROM tasks WHERE operation_id = ? AND status ="
-        " 'RUNNING' ORDER BY seq LIMIT 5", [op_id])]
+    running = [f"{r[0]} {r[1] or ''} on {r[2]}".replace("  ", " ") +
+               (f" (queued on {r[3]})" if r[3] and not r[4] else "")
+               for r in store.db.execute(
+        "SELECT action, service, node_id, queue, worker FROM tasks WHERE operation_id = ? AND"
+        " status = 'RUNNING' ORDER BY seq LIMIT 5", [op_id])]
     return {"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
             "cluster": row[4], "cluster_status": row[5], "counts": counts,
             "total": sum(counts.values()), "running": running}

@@ -58,7 +58,9 @@ CHECK = Obj({"drifted": BOOL, "nodes": ListOf(DRIFT_NODE), "orphans": ListOf(ORP
                             "nodes": NAMES})}).described(
     "what the provider holds against the store; with repair, the plan (and its operation)")
 TASK = Obj({"id": STR, "operation": STR, "node": STR, "action": STR, "service": OPTIONAL_STR,
-            "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER})
+            "status": STR, "attempts": INT, "output": STR, "duration": OPTIONAL_NUMBER,
+            "queue": OPTIONAL_STR.described("the Celery queue it was sent to"),
+            "worker": OPTIONAL_STR.described("the Celery worker that ran it")})
 OPERATION = Obj({"id": STR, "kind": STR, "status": STR, "error": OPTIONAL_STR, "cluster": STR,
                  "cluster_status": STR, "counts": MapOf(INT), "total": INT,
                  "running": NAMES}).described("an operation's status and task counts")

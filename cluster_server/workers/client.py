@@ -1,0 +1,240 @@
+"""The server's side of the broker: send a call, learn which worker took it, collect its outcome.
+
+Outcomes are read from the result backend, not from a reply queue: a result is a Redis key that
+stays (``result_expires``) until the server has read it, so a server killed while its workers
+finish finds their outcomes when it starts again, by the calls' ids, which it derives from the
+store (task id and attempt). One subscriber thread hears every result as it is stored (Redis
+pub/sub) and completes the waiting call; a sweep with one MGET of every pending key catches what
+was published while the subscription was down (a broker restart).
+"""
+
+import json
+import logging
+import threading
+import time
+
+from cluster_server.errors import WorkerError
+from cluster_server.workers import app as celery_app
+from cluster_server.workers.worker import CLAIM
+
+LOG = logging.getLogger("shoal.workers")
+META = "celery-task-meta-"
+SENT = "shoal-sent:"  # + call id: the server published it (so a restart does not again)
+SWEEP = 1.0  # seconds between sweeps of the pending results
+
+
+class Pending:
+    """One call in flight: set once its outcome is in."""
+
+    def __init__(self, call_id, on_start=None):
+        self.call_id = call_id
+        self.on_start = on_start  # called with the worker's name when a worker takes it
+        self.worker = None
+        self.outcome = None
+        self.done = threading.Event()
+
+    def started(self, worker):
+        if self.worker is None and worker:
+            self.worker = worker
+            if self.on_start:
+                self.on_start(worker)
+
+    def finish(self, outcome):
+        if not self.done.is_set():
+            self.outcome = outcome
+            self.done.set()
+
+
+class WorkerClient:
+    def __init__(self, broker):
+        self.broker = broker
+        self.app = celery_app.make_app(broker)
+        self.app.conf.broker_pool_limit = 64  # a connection per sending thread, not 10 shared
+        # Celery's Redis backend subscribes to each sent task's channel for AsyncResult.get;
+        # nobody reads those subscriptions here (one pattern subscription below hears every
+        # result), and their unread messages would pile up until Redis drops the connection.
+        self.app.backend.on_task_call = lambda producer, task_id: None
+        self.redis = self.app.backend.client
+        self.expires = int(celery_app.result_expires())
+        self.lock = threading.Lock()
+        self.pending = {}  # call id -> Pending
+        self.stopped = False
+        self.thread = threading.Thread(target=self._listen, daemon=True, name="shoal-results")
+        self.thread.start()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, call_id, message, queue, on_start=None, expires=None, fresh=False):
+        """Publish the call (unless a previous server already did) and return its Pending.
+
+        ``fresh``: a call nobody waits for after a restart (a poll): always published anew.
+        """
+        pending = Pending(call_id, on_start)
+        with self.lock:
+            self.pending[call_id] = pending
+        if not fresh:
+            raw, sent = self._retrying(lambda: self.redis.pipeline(transaction=False).get(
+                META + call_id).exists(SENT + call_id).execute())
+            if raw:
+                self._settle(pending, json.loads(raw))
+                if pending.done.is_set():
+                    return pending  # the outcome came while no server waited for it
+            if sent:
+                return pending  # queued or running since before a restart: wait for it
+        self._retrying(lambda: self.app.send_task(
+            celery_app.TASK, args=[message], task_id=call_id, queue=queue, expires=expires,
+            retry=False))
+        if not fresh:
+            self._retrying(lambda: self.redis.set(SENT + call_id, b"1", ex=self.expires))
+        return pending
+
+    def _retrying(self, fn):
+        """``fn()``, waiting out a broker that is down (restarted): the operation waits and
+        goes on; nothing it sent is lost (Redis keeps queues and results on disk)."""
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 (redis and kombu raise many kinds)
+                if self.stopped:
+                    raise WorkerError(f"broker {self.where()} unreachable: {exc}") from None
+                LOG.warning("broker %s unreachable (%s); trying again in %.1f s", self.where(),
+                            exc, delay)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    def where(self):
+        """The broker's host, port and database: never a password (in logs, in the API)."""
+        return self.broker.split("://", 1)[-1].split("@")[-1]
+
+    def withdraw(self, pending):
+        """Take back a call no worker has taken (its operation was cancelled). True when taken
+        back; False when a worker has it (it runs to its end)."""
+        if self._retrying(lambda: self.redis.set(CLAIM + pending.call_id, b"revoked", nx=True,
+                                                 ex=self.expires)):
+            self.forget(pending)
+            return True
+        return False
+
+    def forget(self, pending):
+        with self.lock:
+            self.pending.pop(pending.call_id, None)
+        try:
+            self.redis.delete(META + pending.call_id, SENT + pending.call_id)
+        except Exception:  # noqa: BLE001 (it expires anyway)
+            pass
+
+    def wait(self, pending, timeout=None, cancelled=None):
+        """The outcome of ``pending``; None when ``cancelled()`` turned true first and the call
+        was withdrawn, WorkerError when ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not pending.done.wait(0.5):  # the outcome wakes it at once; 0.5 s: a cancel
+            if cancelled is not None and pending.worker is None and cancelled():
+                if self.withdraw(pending):
+                    return None
+                cancelled = None  # a worker has it: wait for its end
+            if deadline is not None and time.monotonic() > deadline:
+                self.forget(pending)
+                raise WorkerError(f"no worker answered on the queue within {timeout:.0f} s")
+        with self.lock:
+            self.pending.pop(pending.call_id, None)
+        return pending.outcome
+
+    # -- collecting ----------------------------------------------------------------------------
+
+    def _settle(self, pending, meta):
+        status = meta.get("status")
+        if status == "STARTED":
+            pending.started((meta.get("result") or {}).get("hostname"))
+        elif status == "SUCCESS":
+            outcome = meta.get("result") or {}
+            pending.started(outcome.get("worker"))
+            pending.finish(outcome)
+        elif status in ("FAILURE", "REVOKED"):
+            result = meta.get("result") or {}
+            pending.finish({"ok": False, "error": "WorkerError",
+                            "message": f"worker failed: {result.get('exc_type', status)}: "
+                                       f"{result.get('exc_message', '')}", "details": {}})
+
+    def _heard(self, channel, data):
+        call_id = channel[len(META):]
+        with self.lock:
+            pending = self.pending.get(call_id)
+        if pending is not None:
+            self._settle(pending, json.loads(data))
+
+    def _sweep(self):
+        with self.lock:
+            waiting = [p for p in self.pending.values() if not p.done.is_set()]
+        for start in range(0, len(waiting), 500):
+            chunk = waiting[start:start + 500]
+            values = self.redis.mget([META + p.call_id for p in chunk])
+            for pending, raw in zip(chunk, values):
+                if raw:
+                    self._settle(pending, json.loads(raw))
+
+    def _listen(self):
+        delay = 0.1
+        while not self.stopped:
+            pubsub = None
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(META + "*")
+                self._sweep()  # what was stored before the subscription began
+                delay, swept = 0.1, time.monotonic()
+                while not self.stopped:
+                    message = pubsub.get_message(timeout=SWEEP)
+                    if message and message["type"] == "pmessage":
+                        channel = message["channel"]
+                        self._heard(channel.decode() if isinstance(channel, bytes) else channel,
+                                    message["data"])
+                    if time.monotonic() - swept >= SWEEP:
+                        self._sweep()
+                        swept = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 (a broker restart: listen again)
+                if self.stopped:
+                    return
+                LOG.warning("listening for results on %s failed (%s); again in %.1f s",
+                            self.where(), exc, delay)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def stop(self):
+        self.stopped = True
+
+    # -- the workers ---------------------------------------------------------------------------
+
+    def workers(self, timeout=1.0):
+        """The workers the broker knows: name, queues, concurrency, the calls they run."""
+        import concurrent.futures
+
+        inspect = self.app.control.inspect(timeout=timeout)
+        try:
+            # Each asks every worker and waits ``timeout`` for the answers: the three at once.
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                queues, active, stats = (f.result() or {} for f in [
+                    pool.submit(inspect.active_queues), pool.submit(inspect.active),
+                    pool.submit(inspect.stats)])
+        except Exception as exc:  # noqa: BLE001
+            raise WorkerError(f"broker {self.where()} unreachable: {exc}") from None
+        result = []
+        for name in sorted(set(queues) | set(active) | set(stats)):
+            pool = (stats.get(name) or {}).get("pool") or {}
+            result.append({
+                "name": name,
+                "queues": sorted(q["name"] for q in queues.get(name, [])),
+                "concurrency": pool.get("max-concurrency") or 0,
+                "running": sorted(call_name(t.get("id", "")) for t in active.get(name, [])),
+            })
+        return result
+
+
+def call_name(call_id):
+    """The task id in a call id (``<task id>@<attempt>.<call>``), or the call id itself."""
+    return call_id.rpartition("@")[0] or call_id

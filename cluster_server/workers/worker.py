@@ -1,0 +1,224 @@
+"""A Shoal worker: a Celery worker that makes the plugin calls the server sends it.
+
+``python -m cluster_server.workers.worker --broker URL [--queues Q] [--concurrency N]`` (what
+``shoal worker start`` runs). A worker loads the same provider and automator plugins (stevedore)
+as the server, never opens the store and needs no API token: each message holds the call's
+inputs, and credentials come from this machine's own environment. The outcome goes back
+through the result backend.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from cluster_server import config, plugins
+from cluster_server.errors import NotFound, ShoalError
+from cluster_server.plugins import NodeInfo, NodeSpec
+from cluster_server.workers import QUEUE_RE, app as celery_app
+
+LOG = logging.getLogger("shoal.worker")
+CLAIM = "shoal-claim:"  # + call id: who took the call ("revoked" when the server withdrew it)
+
+
+class Calls:
+    """The plugin calls of one worker process: plugin instances and transports kept between
+    messages (a node's actions reuse one SSH connection), keyed by what the message says."""
+
+    def __init__(self, home):
+        self.home = home
+        self.lock = threading.Lock()
+        self.providers = {}
+        self.automators = {}
+        self.transports = {}
+
+    def provider(self, entry):
+        key = json.dumps(entry, sort_keys=True)
+        with self.lock:
+            provider = self.providers.get(key)
+            if provider is None:
+                cls = plugins.plugin_class(plugins.PROVIDER_NAMESPACE, entry["providertype"])
+                fields = plugins.validate_fields("provider", entry["name"], cls.fields,
+                                                 entry.get("provisioner", {}))
+                provider = self.providers[key] = cls(entry["name"], fields, self.home)
+            return provider
+
+    def automator(self, kind, scripts=()):
+        cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
+        if scripts:  # the uploaded scripts this action names came with it
+            return cls(self.home, ShippedScripts(self.home, scripts))
+        with self.lock:
+            automator = self.automators.get(kind)
+            if automator is None:
+                automator = self.automators[kind] = cls(self.home, None)
+            return automator
+
+    def transport(self, provider, info):
+        key = (id(provider), info.resource_id)
+        with self.lock:
+            transport = self.transports.get(key)
+        if transport is None:
+            transport = provider.transport(info)
+            with self.lock:
+                transport = self.transports.setdefault(key, transport)
+        return transport
+
+    def execute(self, message):
+        """Make the call ``message`` names; its value as JSON-ready data."""
+        method, args = message["method"], message.get("args", {})
+        if method == "noop":  # the cost of a call alone (bench/workers.py), after ``sleep``
+            time.sleep(min(float(args.get("sleep") or 0), 60.0))
+            return None
+        provider = self.provider(message["provider"])
+        if method == "create":
+            return provider.create(NodeSpec(**args["spec"])).to_dict()
+        if method == "describe":
+            infos = [NodeInfo.from_dict(i) for i in args["infos"]]
+            return {rid: info.to_dict() for rid, info in provider.describe(infos).items()}
+        if method == "delete":
+            info = NodeInfo.from_dict(args["info"])
+            self.forget(provider, info)
+            provider.delete(info)
+            return None
+        if method == "find":
+            return [info.to_dict() for info in provider.find(args["cluster_id"])]
+        if method == "cleanup_cluster":
+            provider.cleanup_cluster(args["cluster_id"])
+            return None
+        if method in ("run", "action"):
+            transport = self.transport(provider, NodeInfo.from_dict(args["info"]))
+            if method == "run":
+                result = transport.run(args["argv"])
+            else:
+                result = self.automator(args["kind"], args.get("scripts")).run(
+                    args["action"], args["service"], args["fields"], args["context"], transport)
+            return {"exit_code": result.exit_code, "stdout": result.stdout or "",
+                    "stderr": result.stderr or ""}
+        raise ShoalError(f"unknown call {method!r}")
+
+    def forget(self, provider, info):
+        with self.lock:
+            transport = self.transports.pop((id(provider), info.resource_id), None)
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # a dead connection's close is not worth failing a delete for
+                pass
+
+
+class ShippedScripts:
+    """Plugin resources as a worker has them: the active scripts the server sent with an
+    action, kept by content (sha256) under SHOAL_HOME/worker-scripts, mode 0600."""
+
+    def __init__(self, home, scripts):
+        self.folder = os.path.join(os.fspath(home), "worker-scripts")
+        self.scripts = {s["name"]: s for s in scripts}
+
+    def path(self, kind, name):
+        script = self.scripts.get(name) if kind == "scripts" else None
+        if script is None:
+            raise NotFound(f"{kind}/{name} has no active version",
+                           {"kind": kind, "name": name, "reason": "none active"})
+        data = base64.b64decode(script["data"])
+        if hashlib.sha256(data).hexdigest() != script["sha256"]:
+            raise ShoalError(f"script {name} arrived damaged (sha256 differs)")
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        path = os.path.join(self.folder, script["sha256"])
+        if not os.path.exists(path):
+            _write_bytes(path, data)
+        return path
+
+
+def _write_bytes(path, data):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def outcome(calls, message, worker):
+    """What goes back to the server: the value, or the error as the server raises it again."""
+    try:
+        return {"ok": True, "value": calls.execute(message), "worker": worker}
+    except ShoalError as error:
+        text = error.message
+        withheld = (message.get("provider") or {}).get("withheld")
+        if withheld and message.get("method") != "action":
+            text += (f" (provider {message['provider']['name']}: its {', '.join(withheld)} "
+                     "stay on the server; this worker uses the credentials of its own "
+                     "environment)")
+        return {"ok": False, "error": type(error).__name__, "message": text,
+                "details": error.details, "worker": worker}
+    except Exception as exc:  # noqa: BLE001 (a plugin bug fails the call, readable)
+        LOG.exception("call %s failed", message.get("method"))
+        return {"ok": False, "error": "ShoalError", "message": f"{type(exc).__name__}: {exc}",
+                "details": {}, "worker": worker}
+
+
+def register(app, calls):
+    """The one Celery task: claim the call, make it, return its outcome."""
+
+    @app.task(name=celery_app.TASK, bind=True)
+    def call(self, message):
+        from celery.exceptions import Ignore
+
+        worker = self.request.hostname or socket.gethostname()
+        client = app.backend.client
+        key = CLAIM + self.request.id
+        # A claim taken first by the server means it withdrew the call (its operation was
+        # cancelled before any worker took it). A claim by a worker means this is a delivery
+        # again after that worker died: run it (calls are idempotent).
+        if not client.set(key, worker, nx=True, ex=int(celery_app.result_expires())):
+            if client.get(key) == b"revoked":
+                raise Ignore()
+        return outcome(calls, message, worker)
+
+    return call
+
+
+def build(broker, home=None):
+    app = celery_app.make_app(broker)
+    register(app, Calls(home or config.home()))
+    return app
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="shoal-worker")
+    parser.add_argument("--broker", default=os.environ.get("SHOAL_BROKER", ""))
+    parser.add_argument("--queues", default="shoal.default")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--name", default="")
+    parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"))
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.broker:
+        print("shoal worker: no broker: --broker URL or SHOAL_BROKER", file=sys.stderr)
+        return 2
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    bad = [q for q in queues if not QUEUE_RE.fullmatch(q)]
+    if bad or not queues:
+        print(f"shoal worker: bad queue name(s): {', '.join(bad) or '(none)'}", file=sys.stderr)
+        return 2
+    try:
+        app = build(args.broker)
+    except ShoalError as error:
+        print(f"shoal worker: {error.message}", file=sys.stderr)
+        return 2
+    name = args.name or f"shoal-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(args.concurrency), "-n", name,
+                     "-P", args.pool, f"--loglevel={args.loglevel}", "--without-gossip",
+                     "--without-mingle"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
