@@ -19,7 +19,8 @@ setup(
     # docker-cli automator looks when it does not run from a checkout.
     data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
                 for cli in ("aws", "gcloud", "kubectl", "ansible")],
-    package_data={"cluster_server": ["catalog_default/*/*.json"],
+    package_data={"cluster_server": ["catalog_default/*/*.json", "ui/templates/*.html",
+                                     "ui/static/*"],
                   "extensions": ["resources/*/*", "automators/ansible_callbacks/*.py"]},
     install_requires=[
         "cliff>=4.0",
@@ -44,7 +45,9 @@ setup(
                  "ansible-core>=2.15",
                  # The API's contract: validated as OpenAPI 3.1, fuzzed (tests/contract).
                  "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5",
-                 "celery[redis]>=5.4,<6"],
+                 "celery[redis]>=5.4,<6",
+                 # The web UI in a real browser: Debian's chromium through chromedriver.
+                 "selenium>=4.20"],
     },
     entry_points={
         "console_scripts": ["shoal = cluster_cli.main:main"],

@@ -63,13 +63,18 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
 
     app.metrics = metrics.registry(app.store, app.engine, app.health)
 
-    from cluster_server.api import (catalog, clusters, envshell, health, meta, resources,
+    from cluster_server.api import (catalog, clusters, envshell, health, live, meta, resources,
                                     workers)
     from cluster_server.api import tenancy as tenancy_api
 
     # tenancy first: its static paths (/tenants, /users) are not catalog collections.
-    for module in (meta, tenancy_api, catalog, clusters, health, resources, envshell, workers):
+    for module in (meta, tenancy_api, catalog, clusters, health, resources, envshell, workers,
+                   live):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
+
+    from cluster_server import ui  # the web UI under /ui/: its own session check
+
+    app.register_blueprint(ui.bp)
 
     from cluster_server.api import setup as cloud_setup  # shoal setup aws|gcp
 
@@ -77,15 +82,22 @@ def create_app(home=None, token=None, start_engine=True, seed=True):
 
     @app.before_request
     def check_principal():
-        g.principal = tenancy.authenticate(request)
+        if request.blueprint == ui.bp.name:
+            return  # pages and assets: the UI checks its session cookie itself
+        principal = None
+        if not request.headers.get("Authorization"):
+            # A browser of the web UI: its session cookie (and CSRF token) stand for the
+            # principal whose token asked for the login link.
+            principal = ui.sessions.principal_from_cookie(request)
+        g.principal = principal or tenancy.authenticate(request)
         g.tenant = g.principal.tenant
 
     @app.before_request
     def check_contract():
         # After the token: a caller without it learns nothing of the contract's limits.
         view = app.view_functions.get(request.endpoint)
-        if view is None:  # 404 and 405: routing already refused the request
-            return
+        if view is None or request.blueprint == ui.bp.name:  # 404, 405: routing refused it;
+            return                                          # the UI's pages have no contract
         if request.method == "OPTIONS":
             # Flask's own answer lists the methods of every rule the path matches, also
             # PUT /<plural>/<name> for /catalog/check; list those that serve it.

@@ -1,11 +1,12 @@
 """Catalog endpoints: CRUD per kind, whole-catalog import, export and check."""
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, g, jsonify, request
 
-from cluster_server import catalog, plugins
+from cluster_server import catalog, catalog_archive, plugins
 from cluster_server.api.common import flag, json_body
 from cluster_server.api import responses
 from cluster_server.contract.bodies import returns, takes
+from cluster_server.contract.limits import large_body
 from cluster_server.contract.params import BOOLEAN, accepts, pattern
 from cluster_server.contract.schema import (STR, Anything, Choice, ListOf, MapOf, Obj,
                                             Tagged)
@@ -182,6 +183,20 @@ def import_catalog():
     sources = [item.get("source") for item in items]
     warnings = write_entities(entities, replace=True, sources=sources)
     return jsonify({"imported": len(entities), "warnings": warnings})
+
+
+@bp.post("/catalog/import/archive")
+@large_body
+@takes(media="application/octet-stream")
+@returns(200, responses.IMPORTED)
+def import_archive():
+    """Import a catalog directory packed as .zip or .tar.gz (Coopr layout: providers/,
+    services/, clustertemplates/, ... at any depth): all entities are written or none."""
+    data = request.get_data(cache=False)
+    found = catalog_archive.read_archive(data)
+    warnings = write_entities([(kind, body) for kind, body, _ in found], replace=True,
+                              sources=[source for _, _, source in found])
+    return jsonify({"imported": len(found), "warnings": warnings})
 
 
 @bp.get("/catalog/export")

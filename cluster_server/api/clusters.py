@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -120,8 +121,8 @@ def list_clusters():
     mine, args = policy.cluster_owner_filter(g.principal)
     query = ("SELECT c.name, c.status, c.template, c.provider, c.created_at, c.id,"
              " (SELECT COUNT(*) FROM nodes n WHERE n.cluster_id = c.id AND n.status NOT IN"
-             " ('DELETED', 'REMOVING')), c.owner, c.expires_at FROM clusters c WHERE c.tenant = ?"
-             + mine)
+             " ('DELETED', 'REMOVING')), c.owner, c.expires_at, c.spec FROM clusters c"
+             " WHERE c.tenant = ?" + mine)
     if not everything:
         query += " AND c.status != 'DELETED'"
     store = current_app.store
@@ -130,10 +131,31 @@ def list_clusters():
         health = health_state.summaries(store, [r[5] for r in rows])
         drifted = {cluster_id for (cluster_id,) in store.db.execute(
             "SELECT cluster_id FROM drift WHERE drifted = 1")}
+        hardware = {}
+        for cluster_id, name, count in store.db.execute(
+                "SELECT cluster_id, hardwaretype, COUNT(*) FROM nodes WHERE status NOT IN"
+                " ('DELETED', 'REMOVING') GROUP BY cluster_id, hardwaretype"):
+            hardware.setdefault(cluster_id, {})[name] = count
     return jsonify([{"name": r[0], "status": r[1], "template": r[2], "provider": r[3],
                      "created_at": r[4], "nodes": r[6], "health": health[r[5]][0],
-                     "drifted": r[5] in drifted, "owner": r[7], "expires_at": r[8]}
+                     "drifted": r[5] in drifted, "owner": r[7], "expires_at": r[8],
+                     "cost": cluster_cost(store.unseal(r[9]), hardware.get(r[5], {}))}
                     for r in rows])
+
+
+def cluster_cost(spec, hardware_counts):
+    """What the cluster's nodes cost together, by the hardware costs it was made with (the sum a
+    plan shows as the layout's cost)."""
+    provider = spec.get("provider", {}).get("name", "")
+    total = Decimal(0)
+    for name, count in hardware_counts.items():
+        flavor = spec.get("hardwaretypes", {}).get(name, {}).get("providermap", {}).get(provider)
+        raw = flavor.get("cost", 0) if isinstance(flavor, dict) else 0
+        try:
+            total += Decimal(str(raw if raw not in (None, "") else 0)) * count
+        except InvalidOperation:  # refused when planned; an old spec may still hold one
+            pass
+    return float(total)
 
 
 NODE_COLUMNS = "rowid, id, hostname, hardwaretype, imagetype, services, status, facts"
@@ -183,12 +205,16 @@ def cluster_view(store, cluster, limit=None, after=None):
     op = store.db.execute("SELECT id, kind, status, error FROM operations WHERE cluster_id = ?"
                           " ORDER BY created_at DESC LIMIT 1", [cluster["id"]]).fetchone()
     health, reason = health_state.summaries(store, [cluster["id"]])[cluster["id"]]
+    # The cost of every live node, not of the page shown.
+    hardware = dict(store.db.execute(f"SELECT hardwaretype, COUNT(*) FROM nodes WHERE {LIVE_NODES}"
+                                     " GROUP BY hardwaretype", [cluster["id"]]))
     return {"id": cluster["id"], "name": cluster["name"], "status": cluster["status"],
             "health": health, "health_reason": reason,
             "drift": health_state.drift(store, cluster["id"]),
             "template": cluster["template"], "provider": cluster["provider"],
             "owner": cluster["owner"], "expires_at": cluster["expires_at"],
             "services": sorted(cluster["spec"]["services"]), "size": sum(counts.values()),
+            "cost": cluster_cost(cluster["spec"], hardware),
             "node_counts": counts, "nodes": view, "next": cursor, "links": links,
             "resources": resources,
             "operation": ({"id": op[0], "kind": op[1], "status": op[2], "error": op[3]}
@@ -290,13 +316,17 @@ TASK_COLUMNS = ("id, operation_id, node_id, action, service, status, attempts, o
                 " started_at, finished_at, queue, worker")
 
 
+TASK_STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"]
+
+
 @bp.get("/clusters/<name>/tasks")
-@accepts(query={"operation": OPERATION_ID, **paging.PAGE_QUERY}, path=CLUSTER)
+@accepts(query={"operation": OPERATION_ID, "status": {"type": "string", "enum": TASK_STATUSES},
+                **paging.PAGE_QUERY}, path=CLUSTER)
 @returns(200, ListOf(responses.TASK))
 def list_tasks(name):
-    """Tasks of the cluster's latest operation (or ?operation=ID) in plan order; a page of them
-    with ?limit=N&after=NEXT, where NEXT is the previous page's X-Shoal-Next header (absent
-    on the last page)."""
+    """Tasks of the cluster's latest operation (or ?operation=ID) in plan order, only those of
+    one ?status= if given; a page of them with ?limit=N&after=NEXT, where NEXT is the previous
+    page's X-Shoal-Next header (absent on the last page)."""
     store = current_app.store
     cluster = operations.get_cluster(store, g.tenant, name)
     op_id = request.args.get("operation")
@@ -306,10 +336,13 @@ def list_tasks(name):
         op_id = row[0] if row else ""
     limit, after = paging.page_args()
     # Only an operation of this cluster: another's id names nothing here.
-    rows, cursor = paging.keyset(store.db, f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE"
-                                 " operation_id = ? AND operation_id IN (SELECT id FROM"
-                                 " operations WHERE cluster_id = ?)", "seq",
-                                 [op_id, cluster["id"]], limit, after)
+    query = (f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE operation_id = ? AND operation_id IN"
+             " (SELECT id FROM operations WHERE cluster_id = ?)")
+    values = [op_id, cluster["id"]]
+    if request.args.get("status"):
+        query += " AND status = ?"
+        values.append(request.args["status"])
+    rows, cursor = paging.keyset(store.db, query, "seq", values, limit, after)
     return paging.with_next(jsonify([_task_row(r[1:]) for r in rows]), cursor)
 
 
@@ -333,11 +366,19 @@ def show_task(task_id):
 def show_operation(op_id):
     """An operation's status and task counts (what --wait shows)."""
     store = current_app.store
-    row = store.db.execute("SELECT o.id, o.kind, o.status, o.error, c.name, c.status FROM"
-                           " operations o JOIN clusters c ON c.id = o.cluster_id WHERE o.id = ?"
-                           " AND c.tenant = ?", [op_id, g.tenant]).fetchone()
+    row = store.db.execute("SELECT o.id FROM operations o JOIN clusters c ON c.id ="
+                           " o.cluster_id WHERE o.id = ? AND c.tenant = ?",
+                           [op_id, g.tenant]).fetchone()
     if row is None:
         raise NotFound(f"operation '{op_id}' not found", {"entity": "operation", "name": op_id})
+    return jsonify(operation_summary(store, op_id))
+
+
+def operation_summary(store, op_id):
+    """Status, task counts by status and the tasks running now (--wait and the UI's stream)."""
+    row = store.db.execute("SELECT o.id, o.kind, o.status, o.error, c.name, c.status FROM"
+                           " operations o JOIN clusters c ON c.id = o.cluster_id WHERE o.id = ?",
+                           [op_id]).fetchone()
     # --wait asks this every 0.3 s: at 110,000 tasks, counting from the (operation, status)
     # index alone and taking the JOINs (ids "op/*:...") off by a range of ids costs a third of
     # reading each row's action.
@@ -355,9 +396,9 @@ def show_operation(op_id):
                for r in sorted(store.db.execute(
                    "SELECT seq, action, service, node_id, queue, worker FROM tasks"
                    " WHERE operation_id = ? AND status = 'RUNNING'", [op_id]))[:5]]
-    return jsonify({"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
-                    "cluster": row[4], "cluster_status": row[5], "counts": counts,
-                    "total": sum(counts.values()), "running": running})
+    return {"id": row[0], "kind": row[1], "status": row[2], "error": row[3],
+            "cluster": row[4], "cluster_status": row[5], "counts": counts,
+            "total": sum(counts.values()), "running": running}
 
 
 @bp.get("/clusters/<name>/events")

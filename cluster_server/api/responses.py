@@ -37,8 +37,8 @@ SUBMITTED = Obj({"cluster_id": STR, "operation": STR, "tasks": INT, "layout": LA
 CONTROLLED = Obj({"operation": STR, "requested": STR}, required=("operation", "requested"))
 
 CLUSTER_ROW = Obj({"name": STR, "status": STR, "template": STR, "provider": STR,
-                   "created_at": NUMBER, "nodes": INT, "health": STR, "drifted": BOOL,
-                   "owner": STR, "expires_at": OPTIONAL_NUMBER})
+                   "created_at": NUMBER, "nodes": INT, "cost": NUMBER, "health": STR,
+                   "drifted": BOOL, "owner": STR, "expires_at": OPTIONAL_NUMBER})
 NODE = Obj({"id": STR, "hostname": STR, "status": STR, "services": NAMES, "hardwaretype": STR,
             "imagetype": STR, "address": STR, "ports": Anything(),
             "metrics": MapOf(Anything()).described("load, memory and disk, read on the node")})
@@ -55,7 +55,8 @@ MANAGED = Obj({"name": STR, "type": STR, "status": STR, "resource_id": STR, "end
 CLUSTER = Obj({
     "id": STR, "name": STR, "status": STR, "template": STR, "provider": STR,
     "owner": STR, "expires_at": OPTIONAL_NUMBER,
-    "services": NAMES, "size": INT, "node_counts": MapOf(INT), "nodes": ListOf(NODE),
+    "services": NAMES, "size": INT, "cost": NUMBER, "node_counts": MapOf(INT),
+    "nodes": ListOf(NODE),
     "next": Scalar(int, type(None), label="the next page's cursor (?after=) or null"),
     "resources": ListOf(MANAGED),
     "links": ListOf(Obj({"label": STR, "url": STR})),

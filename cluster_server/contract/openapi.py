@@ -66,8 +66,9 @@ def _operation(rule, view, method, prefix, value):
         answer = {"description": response.description}
         schema = _published(response.schema, value)
         if response.media != "application/json":
-            answer["content"] = {response.media: {"schema": {"type": "string",
-                                                             "format": "binary"}}}
+            # Bytes, unless the route declares more (an event stream: the shape of one event).
+            answer["content"] = {response.media: {"schema": schema or {"type": "string",
+                                                                       "format": "binary"}}}
         elif schema is not None:
             answer["content"] = {"application/json": {"schema": schema}}
         if response.links:

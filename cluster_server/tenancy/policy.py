@@ -33,6 +33,10 @@ RULES = {
     "clusters.show_task": (USER, ("task", "task_id")),
     "clusters.show_operation": (USER, ("operation", "op_id")),
     "tenancy.extend_lease": (USER, _CLUSTER),
+    "live.cluster_stream": (USER, _CLUSTER),
+    # A login link for the web UI: its session acts as whoever asked, with their role.
+    "live.new_login": (USER, None),
+    "catalog.import_archive": (ADMIN, None),
     "health.cluster_health": (USER, _CLUSTER),
     "health.check_cluster": (USER, _CLUSTER),
     # Figures of the whole server, every tenant's: the owner's (Prometheus scrapes with its token).

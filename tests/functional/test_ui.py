@@ -1,0 +1,556 @@
+"""The web UI in a real browser (headless Chromium through Selenium) against a real server
+process: login by one-time link, CSP and CSRF, plans, clusters followed live, the admin view.
+Every page visited leaves a screenshot in tests/screenshots/."""
+
+import json
+import urllib.parse
+
+import pytest
+
+from tests.cloudkit import api as rest, wait_finished
+from tests.conftest import Shoal
+from tests.uikit import Browser, fetch, login_url, need_browser
+
+pytestmark = need_browser
+
+
+@pytest.fixture(scope="module")
+def shoal(tmp_path_factory):
+    client = Shoal(tmp_path_factory.mktemp("ui") / "home", default_catalog=True)
+    client.run("server", "start")
+    yield client
+    for cluster in rest(client, "/clusters"):
+        client.run("cluster", "delete", cluster["name"], "--wait", check=False)
+    client.run("server", "stop")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    browser = Browser()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture
+def browser(chromium, request, shoal):
+    chromium.test = request.node.name
+    chromium.shots = 0
+    chromium.driver.get(shoal.url + "/ui/logged-out")  # a page of the origin, to clear its cookies
+    chromium.driver.delete_all_cookies()
+    return chromium
+
+
+def logged_in(browser, shoal, cluster=None):
+    browser.get(login_url(shoal, cluster))
+    return browser
+
+
+# -- (1) login, logout, CSP, CSRF ------------------------------------------------------------------
+
+
+def test_login_link_works_once_and_logout_ends_the_session(browser, shoal):
+    url = login_url(shoal)
+    assert shoal.token not in url and "/ui/login?code=" in url
+    browser.get(url)
+    assert browser.driver.current_url == shoal.url + "/ui/templates"
+    assert "local-web" in browser.text("#templates")
+    cookie = browser.cookie()["shoal_session"]
+    # The cookie: HttpOnly (no script sees it), SameSite=Strict; the token is nowhere in the page.
+    [details] = [c for c in browser.driver.get_cookies() if c["name"] == "shoal_session"]
+    assert details["httpOnly"] and details["sameSite"] == "Strict"
+    assert browser.driver.execute_script("return document.cookie") == ""
+    assert shoal.token not in browser.driver.page_source
+    storage = browser.driver.execute_script(
+        "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert shoal.token not in storage
+    # The same link again, in a browser without the session: refused.
+    browser.driver.delete_all_cookies()
+    browser.get(url)
+    assert "cannot log you in" in browser.text("#refused")
+    assert fetch(url)[0] == 403
+    # The session works until logout, then neither pages nor the API take it.
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 200
+    browser.driver.add_cookie({"name": "shoal_session", "value": cookie, "path": "/"})
+    browser.get(shoal.url + "/ui/clusters")
+    browser.find("#logout").click()
+    browser.wait_text("h1", "Logged out")
+    browser.shot()
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 401
+    assert fetch(shoal.url + "/api/v1/clusters", cookie)[0] == 401
+
+
+def test_every_page_sends_a_strict_csp_and_inline_script_does_not_run(browser, shoal):
+    logged_in(browser, shoal)
+    cookie = browser.cookie()["shoal_session"]
+    for path in ("/ui/templates", "/ui/templates/local-web", "/ui/clusters", "/ui/admin",
+                 "/ui/admin/import", "/ui/admin/check", "/ui/admin/resources",
+                 "/ui/admin/services/web-backend", "/ui/logged-out"):
+        status, headers, _ = fetch(shoal.url + path, cookie)
+        assert status == 200, path
+        policy = headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy, path
+        assert "unsafe-inline" not in policy and "http" not in policy, path
+    browser.get(shoal.url + "/ui/templates")
+    ran = browser.driver.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
+        "document.body.append(s); return window.inlineRan === 1")
+    assert ran is False
+
+
+def test_a_form_posted_without_the_csrf_token_is_refused(browser, shoal):
+    logged_in(browser, shoal)
+    cookie = browser.cookie()["shoal_session"]
+    # A plain HTML form (what another page would submit) posting to the API and to logout.
+    for action in ("/api/v1/clusters/plan", "/ui/logout"):
+        browser.driver.execute_script(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
+            "const i = document.createElement('input'); i.name = 'template';"
+            "i.value = 'local-web'; f.append(i); document.body.append(f); f.submit()", action)
+        browser.wait(lambda: "csrf" in browser.driver.page_source.lower(), "the refusal")
+        browser.shot("refused")
+        assert "CSRF" in browser.driver.page_source
+        browser.driver.back()
+    # The session is still alive (the forged logout did nothing), and a wrong token is refused.
+    assert fetch(shoal.url + "/ui/clusters", cookie)[0] == 200
+    status, _, body = fetch(shoal.url + "/api/v1/clusters", cookie, "POST",
+                            json.dumps({"name": "forged", "template": "local-web",
+                                        "size": 3}).encode(),
+                            {"Content-Type": "application/json", "X-CSRF-Token": "wrong"})
+    assert status == 403 and json.loads(body)["error"]["details"]["reason"] == "csrf"
+    assert rest(shoal, "/clusters") == [] or all(c["name"] != "forged"
+                                                for c in rest(shoal, "/clusters"))
+
+
+# -- (1) templates and plans ----------------------------------------------------------------------
+
+
+def test_template_page_plans_a_layout_with_cost_and_tasks(browser, shoal):
+    logged_in(browser, shoal)
+    browser.find("#templates a[href='/ui/templates/local-web']").click()
+    browser.wait_text("h1", "local-web")
+    browser.shot()
+    assert '"defaults"' in browser.text("#resolved")
+    size = browser.find("#f-size")
+    size.clear()
+    size.send_keys("4")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#plan-result").is_displayed(), "the plan")
+    browser.shot("plan")
+    rows = [r.text for r in browser.finds("#plan-groups tbody tr")]
+    assert any("web-backend" in r for r in rows) and any("web-balancer" in r for r in rows)
+    counts = sum(int(r.split()[0]) for r in rows)
+    assert counts == 4
+    expected = json.loads(fetch(shoal.url + "/api/v1/clusters/plan", None, "POST", json.dumps(
+        {"template": "local-web", "size": 4}).encode(), {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {shoal.token}"})[2])
+    assert browser.text("#plan-tasks") == str(
+        sum(1 for t in expected["tasks"] if t["action"] != "JOIN"))
+    assert float(browser.text("#plan-cost")) == expected["layout"]["cost"]
+    assert rest(shoal, "/clusters") == [] or "x" not in [c["name"] for c in rest(shoal, "/clusters")]
+
+
+def test_an_infeasible_plan_shows_the_solvers_reason_beside_the_form(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/local-web")
+    size = browser.find("#f-size")
+    size.clear()
+    size.send_keys("1")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.text("#plan-error") or any(
+        e.text for e in browser.finds("#plan-form .field-error")), "the reason")
+    browser.shot("infeasible")
+    shown = " ".join(e.text for e in browser.finds("#plan-form .field-error, #plan-error"))
+    reason = json.loads(fetch(shoal.url + "/api/v1/clusters/plan", None, "POST", json.dumps(
+        {"template": "local-web", "size": 1}).encode(), {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {shoal.token}"})[2])["error"]["message"]
+    assert reason and reason in shown
+    assert not browser.find("#plan-result").is_displayed()
+    assert browser.find("#create-button").get_attribute("disabled")
+
+
+# -- (2) clusters: create, follow live, operate ---------------------------------------------------
+
+
+def confirm(browser, title_part):
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the plan to confirm")
+    assert title_part in browser.text("#confirm-title")
+    browser.shot("confirm")
+    browser.find("#confirm-yes").click()
+
+
+def wait_status(browser, status, timeout=120):
+    browser.wait(lambda: browser.text("#cluster-status") == status and
+                 browser.text("#op-status") in ("SUCCEEDED", "FAILED", "CANCELLED"),
+                 f"cluster status {status}", timeout)
+
+
+def test_create_from_the_form_follows_progress_live_then_resize_and_delete(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/local-web")
+    browser.find("#f-name").send_keys("webui")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#create-button").is_enabled(), "the plan")
+    browser.find("#create-button").click()
+    browser.wait(lambda: browser.driver.current_url.endswith("/ui/clusters/webui"), "landing")
+    browser.shot("landed")
+    # Marks this document: a reload would lose it.
+    browser.driver.execute_script("window.sameDocument = true")
+    wait_status(browser, "ACTIVE")
+    browser.shot("active")
+    assert browser.driver.execute_script("return window.sameDocument") is True
+    assert browser.text("#op-status") == "SUCCEEDED"
+    assert browser.find("#op-bar").get_attribute("value") == browser.find(
+        "#op-bar").get_attribute("max")
+    events = browser.text("#events")
+    assert events  # the log grew while the page watched
+    # The nodes table filled in: 3 nodes with addresses, statuses from the stream.
+    browser.wait(lambda: len(browser.finds("#nodes tbody tr")) == 3, "three nodes")
+    assert all("ACTIVE" in row.text for row in browser.finds("#nodes tbody tr"))
+    # The balancer link is a link, and it answers.
+    browser.wait(lambda: browser.finds("#links a"), "the links")
+    link = [a for a in browser.finds("#links a") if a.text == "balancer"][0]
+    href = link.get_attribute("href")
+    assert href.startswith("http://127.")
+    link.click()
+    browser.wait(lambda: len(browser.driver.window_handles) == 2, "the balancer's tab")
+    cluster_tab = browser.driver.current_window_handle
+    browser.driver.switch_to.window([h for h in browser.driver.window_handles
+                                     if h != cluster_tab][0])
+    browser.wait(lambda: "backend" in browser.driver.page_source.lower(), "a backend's answer")
+    browser.shot("balancer")
+    browser.driver.close()
+    browser.driver.switch_to.window(cluster_tab)
+
+    # Resize: the plan (layout groups, added nodes, tasks) is shown, then confirmed.
+    size = browser.find("#resize-size")
+    size.clear()
+    size.send_keys("4")
+    browser.find("#resize-plan").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the resize plan")
+    assert "Nodes: 3 → 4 (added 1, removed 0" in browser.text("#plan-summary")
+    assert "tasks on" in browser.text("#plan-task-count")
+    assert rest(shoal, "/clusters/webui")["size"] == 3  # planning changed nothing
+    confirm(browser, "resize")
+    browser.wait(lambda: browser.text("#op-kind") == "resize", "the resize to start")
+    wait_status(browser, "ACTIVE")
+    browser.wait(lambda: len(browser.finds("#nodes tbody tr")) == 4, "four nodes")
+    # The task table now shows the resize's tasks, not the create's.
+    browser.wait(lambda: "CREATE on n4" in browser.text("#tasks"), "the resize's tasks")
+    assert "CREATE on n1" not in browser.text("#tasks")
+    browser.shot("resized")
+    assert browser.driver.execute_script("return window.sameDocument") is True
+    assert rest(shoal, "/clusters/webui")["size"] == 4
+
+    # Delete, after its plan.
+    browser.find("#delete-plan").click()
+    confirm(browser, "delete")
+    browser.wait(lambda: browser.text("#cluster-status") == "DELETED", "the delete", 120)
+    browser.shot("deleted")
+    assert "webui" not in [c["name"] for c in rest(shoal, "/clusters")]
+
+
+def test_pause_resume_and_cancel_of_a_running_create(browser, shoal, tmp_path):
+    from shoal_testkit import catalog
+
+    hold = shoal.home / "hold-ui"
+    hold.write_text("")
+    shoal.run("catalog", "import", catalog.write(tmp_path / "catalog", fields={
+        "hold_while_exists": "hold-ui"}))
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/templates/fake-stack")
+    browser.find("#f-name").send_keys("held")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#create-button").is_enabled(), "the plan")
+    browser.find("#create-button").click()
+    browser.wait(lambda: browser.driver.current_url.endswith("/ui/clusters/held"), "landing")
+    browser.wait(lambda: browser.text("#op-running-count") not in ("", "0"), "running tasks")
+    assert browser.finds("#op-running li")
+    browser.shot("running")
+    # Pause and resume, followed live.
+    browser.find("#control-pause").click()
+    confirm(browser, "Pause")
+    browser.wait(lambda: browser.text("#op-status") == "PAUSED", "the pause")
+    browser.shot("paused")
+    browser.find("#control-resume").click()
+    confirm(browser, "Resume")
+    browser.wait(lambda: browser.text("#op-status") == "RUNNING", "the resume")
+    browser.find("#control-cancel").click()
+    confirm(browser, "Cancel")
+    # The request is in once the operation leaves RUNNING; then the held actions may end.
+    browser.wait(lambda: rest(shoal, "/clusters/held")["operation"]["status"] != "RUNNING",
+                 "the cancel to be taken")
+    assert not browser.text("#action-error")
+    hold.unlink()  # the held actions end; the rollback runs
+    browser.wait(lambda: browser.text("#op-status") in ("CANCELLED", "FAILED"), "the cancel", 120)
+    browser.shot("cancelled")
+    cluster = wait_finished(shoal, "held")
+    assert cluster["operation"]["status"] in ("CANCELLED", "FAILED")
+    assert cluster["status"] in ("FAILED", "DELETED")
+
+
+# -- (3) admin -------------------------------------------------------------------------------------
+
+
+def services(shoal):
+    return {s["name"] for s in rest(shoal, "/services")}
+
+
+def test_admin_service_errors_sit_next_to_their_field_and_write_nothing(browser, shoal):
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin")
+    browser.find("#new-service").click()
+    browser.wait_text("h1", "(new)")
+    before = services(shoal)
+    # A bad name: the API's details name the field; the message sits beside the name input.
+    browser.find("#e-name").send_keys("Bad Name")
+    browser.find("#save").click()
+    browser.wait(lambda: browser.find('[data-field="name"]').text, "the name's error")
+    browser.shot("bad-name")
+    assert "name must be a name" in browser.find('[data-field="name"]').text
+    assert not browser.find("#json-error").text
+    assert services(shoal) == before
+    # A bad field deep in the JSON: the message names its path, beside the editor.
+    name = browser.find("#e-name")
+    name.clear()
+    name.send_keys("ui-svc")
+    editor = browser.find("#e-json")
+    editor.clear()
+    editor.send_keys(json.dumps({"name": "ui-svc", "provisioner": {"actions": {
+        "install": {"type": 3}}}}))
+    browser.find("#save").click()
+    browser.wait(lambda: browser.find("#json-error").text, "the editor's error")
+    browser.shot("bad-json")
+    assert "provisioner.actions.install.type" in browser.find("#json-error").text
+    assert not browser.find('[data-field="name"]').text
+    assert services(shoal) == before
+    # A good one is written, and the page moves to it.
+    editor.clear()
+    editor.send_keys(json.dumps({"name": "ui-svc", "provisioner": {"actions": {
+        "install": {"type": "shell", "fields": {"command": ["true"]}}}}}))
+    description = browser.find("#e-description")
+    description.send_keys("made in the browser")
+    browser.find("#save").click()
+    browser.wait(lambda: "/ui/admin/services/ui-svc" in browser.driver.current_url, "the new page")
+    browser.shot("created")
+    assert rest(shoal, "/services/ui-svc")["description"] == "made in the browser"
+    # Edit, then delete (the button asks twice).
+    description = browser.find("#e-description")
+    description.clear()
+    description.send_keys("edited")
+    browser.find("#save").click()
+    browser.wait(lambda: rest(shoal, "/services/ui-svc")["description"] == "edited", "the edit")
+    browser.find("#delete").click()
+    browser.find("#delete").click()
+    browser.wait(lambda: browser.driver.current_url.split("?")[0].endswith("/ui/admin"),
+                 "back on the catalog")
+    browser.shot("deleted")
+    assert "ui-svc" not in services(shoal)
+
+
+def test_provider_secrets_are_shown_masked_and_kept(browser, shoal):
+    body = {"name": "ui-secret", "providertype": "local", "provisioner": {"api_key": "s3cr3t-x"}}
+    status, _, _ = fetch(shoal.url + "/api/v1/providers", None, "POST", json.dumps(body).encode(),
+                         {"Content-Type": "application/json",
+                          "Authorization": f"Bearer {shoal.token}"})
+    assert status == 201
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/providers/ui-secret")
+    assert "s3cr3t-x" not in browser.driver.page_source
+    assert "********" in browser.find("#e-json").get_attribute("value")
+    browser.find("#e-description").send_keys("saved with the secret left masked")
+    browser.find("#save").click()
+    browser.wait(lambda: rest(shoal, "/providers/ui-secret").get("description"), "the save")
+    # Still masked, still set: a masked value sent back keeps the stored secret.
+    assert rest(shoal, "/providers/ui-secret")["provisioner"]["api_key"] == "********"
+
+
+def test_import_of_the_coopr_catalog_archive_lists_its_three_warnings(browser, shoal, tmp_path,
+                                                                     coopr_catalog):
+    import tarfile
+
+    archive = tmp_path / "coopr-catalog.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(coopr_catalog, arcname="coopr-catalog")
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/import")
+    browser.find("#import-file").send_keys(str(archive))
+    browser.find("#import-button").click()
+    browser.wait(lambda: browser.text("#import-result"), "the import")
+    browser.shot("imported")
+    warnings = [li.text for li in browser.finds("#import-warnings li")]
+    assert len(warnings) == 3, warnings
+    assert any("hadoop-hdfs-secondarynamenode" in w for w in warnings)
+    assert any("coopr-standalone" in w for w in warnings)
+    assert any("ubuntu16" in w for w in warnings)
+    assert "lamp" in {t["name"] for t in rest(shoal, "/clustertemplates")}
+    # The check page lists the same missing references.
+    browser.get(shoal.url + "/ui/admin/check")
+    check = browser.text("#check")
+    assert "ubuntu16" in check and "coopr-standalone" in check
+    # Export: a download link to the API's export, which the session may read.
+    browser.get(shoal.url + "/ui/admin")
+    link = browser.find("#export")
+    assert link.get_attribute("download")
+    status, _, body = fetch(link.get_attribute("href"), browser.cookie()["shoal_session"])
+    assert status == 200 and len(json.loads(body)["entities"]) > 90
+    # Something that is no archive: refused, nothing written.
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not an archive")
+    browser.get(shoal.url + "/ui/admin/import")
+    browser.find("#import-file").send_keys(str(junk))
+    browser.find("#import-button").click()
+    browser.wait(lambda: browser.text("#import-error"), "the refusal")
+    assert "not a zip or tar archive" in browser.text("#import-error")
+
+
+def test_plugin_resources_upload_stage_activate_recall_delete(browser, shoal, tmp_path):
+    script = tmp_path / "hello.sh"
+    script.write_text("echo hello\n")
+
+    def row(version):
+        found = browser.finds(f"#resources tbody tr[data-name='hello'][data-version='{version}']")
+        return found[0] if found else None
+
+    def status(version):
+        found = row(version)  # None while the page reloads
+        return found.find_element("css selector", "td:nth-child(4)").text if found else ""
+
+    def act(version, action):
+        row(version).find_element("css selector", f"button[data-act='{action}']").click()
+
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/resources")
+    for _ in range(2):
+        browser.find("#r-name").clear()
+        browser.find("#r-name").send_keys("hello")
+        browser.find("#r-file").send_keys(str(script))
+        browser.find("#upload").click()
+        browser.wait(lambda: browser.finds("#resources tbody tr[data-name='hello']"), "upload")
+    browser.wait(lambda: len(browser.finds("#resources tbody tr[data-name='hello']")) == 2,
+                 "two versions")
+    act(1, "stage")
+    browser.wait(lambda: status(1) == "staged", "staged")
+    act(1, "activate")
+    browser.wait(lambda: status(1) == "active", "active")
+    browser.shot("active")
+    assert rest(shoal, "/resources/scripts/hello")["active"] == 1
+    act(1, "recall")
+    browser.wait(lambda: status(1) == "inactive", "recalled")
+    act(2, "delete")
+    browser.wait(lambda: len(browser.finds("#resources tbody tr[data-name='hello']")) == 1,
+                 "deleted")
+    browser.shot("deleted")
+    assert [v["version"] for v in rest(shoal, "/resources/scripts/hello")["versions"]] == [1]
+
+
+def test_service_operations_show_their_plan_and_controls_say_why_not(browser, shoal):
+    shoal.run("cluster", "create", "svcops", "--template", "local-web", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="svcops")
+    # Stop: the plan names the tasks and the nodes they touch; confirmed, it runs and is followed.
+    browser.find(".op-form[data-verb='stop'] button").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the stop plan")
+    assert "tasks on 2 nodes" in browser.text("#plan-task-count")
+    confirm(browser, "stop")
+    browser.wait(lambda: browser.text("#op-kind") == "stop", "the stop to start")
+    browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", "the stop")
+    browser.wait(lambda: any("STOP" in r.text for r in browser.finds("#tasks tbody tr")),
+                 "the STOP tasks in the table")
+    browser.shot("stopped")
+    # Pause with nothing running: the API's refusal is shown, nothing changes.
+    browser.find("#control-pause").click()
+    confirm(browser, "Pause")
+    browser.wait(lambda: browser.text("#action-error"), "the refusal")
+    assert "no running operation" in browser.text("#action-error")
+    # Start again, then the cluster is as before.
+    browser.find(".op-form[data-verb='start'] button").click()
+    confirm(browser, "start")
+    browser.wait(lambda: browser.text("#op-kind") == "start", "the start")
+    browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", "the start to finish")
+    shoal.run("cluster", "delete", "svcops", "--wait")
+
+
+def test_add_remove_services_and_reconfigure_from_the_cluster_page(browser, shoal, tmp_path):
+    from selenium.webdriver.support.ui import Select
+    from shoal_testkit import catalog
+
+    shoal.run("catalog", "import", catalog.write(tmp_path / "catalog"))
+    shoal.run("cluster", "create", "svcs", "--template", "fake-stack", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="svcs")
+
+    def run(verb, title):
+        browser.find(f".op-form[data-verb='{verb}'] button").click()
+        browser.wait(lambda: browser.find("#confirm").is_displayed(), f"the {verb} plan")
+        plan = browser.text("#plan-task-list")
+        confirm(browser, title)
+        browser.wait(lambda: browser.text("#op-kind") == verb, f"the {verb} to start")
+        browser.wait(lambda: browser.text("#op-status") == "SUCCEEDED", f"the {verb}")
+        return plan
+
+    Select(browser.find(".op-form[data-verb='add-services'] select")).select_by_visible_text(
+        "cache")
+    plan = run("add-services", "add-services")
+    assert "INSTALL cache on n1" in plan and "INSTALL cache on n2" in plan
+    assert "cache" in rest(shoal, "/clusters/svcs")["services"]
+    browser.get(shoal.url + "/ui/clusters/svcs")  # the forms list the cluster's services anew
+    Select(browser.find(".op-form[data-verb='remove-services'] select")).select_by_visible_text(
+        "cache")
+    plan = run("remove-services", "remove-services")
+    assert "REMOVE cache on n1" in plan
+    assert "cache" not in rest(shoal, "/clusters/svcs")["services"]
+    form = browser.find(".op-form[data-verb='reconfigure']")
+    form.find_element("css selector", "textarea").send_keys('{"app": {"port": 9090}}')
+    plan = run("reconfigure", "reconfigure")
+    assert "CONFIGURE" in plan
+    # A config that is no JSON: said beside the form, nothing planned.
+    form = browser.find(".op-form[data-verb='reconfigure']")
+    area = form.find_element("css selector", "textarea")
+    area.clear()
+    area.send_keys("{bad")
+    form.find_element("css selector", "button").click()
+    browser.wait(lambda: browser.text("#action-error"), "the refusal")
+    assert "not valid JSON" in browser.text("#action-error")
+    shoal.run("cluster", "delete", "svcs", "--wait")
+
+
+# -- (4) nothing from another origin ----------------------------------------------------------------
+
+
+def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, shoal):
+    shoal.run("cluster", "create", "origins", "--template", "local-web", "--size", "2", "--wait")
+    logged_in(browser, shoal, cluster="origins")
+    assert browser.driver.current_url == shoal.url + "/ui/clusters/origins"
+    origin = urllib.parse.urlsplit(shoal.url)
+    pages = ["/ui/clusters/origins", "/ui/templates", "/ui/templates/local-web", "/ui/clusters",
+             "/ui/clusters?status=ACTIVE", "/ui/admin", "/ui/admin/providers/local",
+             "/ui/admin/services/new", "/ui/admin/import", "/ui/admin/check",
+             "/ui/admin/resources"]
+    browser.console()
+    for page in pages:
+        browser.get(shoal.url + page)
+        browser.wait(lambda: browser.driver.execute_script(
+            "return document.readyState") == "complete", "the page to load")
+        loaded = browser.resources()
+        assert loaded, page
+        for url in loaded:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme == "data":
+                continue
+            assert (parts.scheme, parts.netloc) == (origin.scheme, origin.netloc), (page, url)
+        problems = [m for m in browser.console()
+                    if "Content Security Policy" in m or "Uncaught" in m]
+        assert problems == [], (page, problems)
+    # Health and drift, as the API reports them: the badge, and a drift check from the page.
+    browser.get(shoal.url + "/ui/clusters/origins")
+    assert browser.text("#cluster-health") in ("HEALTHY", "DEGRADED", "UNKNOWN")
+    browser.find("#check-drift").click()
+    browser.wait_text("#drift-line", "Drift check just now: no drift")
+    browser.shot("drift")
+    assert browser.console() == [] or not [m for m in browser.console() if "Uncaught" in m]
+    # The filter works from the list.
+    browser.get(shoal.url + "/ui/clusters?status=DELETED")
+    assert "origins" not in browser.text("#clusters")
+    browser.get(shoal.url + "/ui/clusters?status=ACTIVE")
+    assert "origins" in browser.text("#clusters")
+    shoal.run("cluster", "delete", "origins", "--wait")
