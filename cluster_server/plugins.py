@@ -60,17 +60,8 @@ class NodeSpec:
     tenant: str = "default"
 
 
-@dataclasses.dataclass
-class NodeInfo:
-    """What a provider knows of a node it made. ``resource_id`` is the provider's own id."""
-
-    resource_id: str
-    state: NodeState = NodeState.PENDING
-    hostname: str = ""
-    addresses: dict = dataclasses.field(default_factory=dict)  # bind_v4, access_v4
-    ssh: dict = dataclasses.field(default_factory=dict)  # host, port, user, host_key
-    extra: dict = dataclasses.field(default_factory=dict)  # provider-only facts
-    error: str = ""  # the provider's own reason when state is FAILED
+class _Stated:
+    """What a provider reports, as JSON the store keeps (the state as its value) and back."""
 
     def to_dict(self):
         data = dataclasses.asdict(self)
@@ -82,6 +73,19 @@ class NodeInfo:
         data = dict(data)
         data["state"] = NodeState(data.get("state", "pending"))
         return cls(**data)
+
+
+@dataclasses.dataclass
+class NodeInfo(_Stated):
+    """What a provider knows of a node it made. ``resource_id`` is the provider's own id."""
+
+    resource_id: str
+    state: NodeState = NodeState.PENDING
+    hostname: str = ""
+    addresses: dict = dataclasses.field(default_factory=dict)  # bind_v4, access_v4
+    ssh: dict = dataclasses.field(default_factory=dict)  # host, port, user, host_key
+    extra: dict = dataclasses.field(default_factory=dict)  # provider-only facts
+    error: str = ""  # the provider's own reason when state is FAILED
 
 
 @dataclasses.dataclass
@@ -174,7 +178,7 @@ class DatabaseSpec:
 
 
 @dataclasses.dataclass
-class DatabaseInfo:
+class DatabaseInfo(_Stated):
     """What a database plugin knows of a database it made. ``state`` is a NodeState so that
     the poller waits on databases as it does on nodes. Never holds the password."""
 
@@ -186,17 +190,6 @@ class DatabaseInfo:
     database: str = ""
     extra: dict = dataclasses.field(default_factory=dict)  # plugin-only facts
     error: str = ""
-
-    def to_dict(self):
-        data = dataclasses.asdict(self)
-        data["state"] = self.state.value
-        return data
-
-    @classmethod
-    def from_dict(cls, data):
-        data = dict(data)
-        data["state"] = NodeState(data.get("state", "pending"))
-        return cls(**data)
 
 
 class Database(abc.ABC):
