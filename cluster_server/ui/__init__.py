@@ -6,6 +6,7 @@ import time
 
 from flask import Blueprint, current_app, render_template, request
 
+from cluster_server.tenancy import leases
 from cluster_server.ui import sessions
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates",
@@ -53,6 +54,30 @@ def age(seconds):
         if seconds >= size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
+
+
+@bp.app_template_global()
+def whoami():
+    """Who this session acts as, from the API (GET /whoami); None on a page without one."""
+    if getattr(request, "ui_session", None) is None:
+        return None
+    if not hasattr(request, "ui_whoami"):
+        from cluster_server.ui import apicall
+
+        try:
+            request.ui_whoami = apicall.get("/whoami")
+        except apicall.ApiError:
+            request.ui_whoami = None  # an error page still renders, without the name
+    return request.ui_whoami
+
+
+@bp.app_template_filter("expiry")
+def expiry(at, now):
+    """A lease's end as the API gives it (UTC) and how far off it is; 'never' without one."""
+    if at is None:
+        return "never"
+    left = at - now
+    return f"{leases.iso(at)} ({'in ' + age(left) if left > 0 else 'expired'})"
 
 
 @bp.app_template_filter("clock")

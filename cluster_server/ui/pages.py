@@ -169,6 +169,19 @@ def resources():
     return render_template("resources.html", resources=rows, page="admin")
 
 
+@bp.get("/admin/people")
+def people():
+    """Tenants (a superadmin's), the users of this tenant with their tokens, and which
+    templates they may build from: all from the API, which refuses a user's session (403)."""
+    me = apicall.get("/whoami")
+    tenants = apicall.get("/tenants") if me["role"] == "superadmin" else None
+    users = apicall.get("/users")
+    return render_template("people.html", me=me, tenants=tenants, users=users,
+                           tokens=apicall.get("/tokens"), grants=apicall.get("/grants"),
+                           templates=[t["name"] for t in apicall.get("/clustertemplates")],
+                           now=time.time(), page="people")
+
+
 def _kind(plural):
     if plural not in PLURALS:
         raise apicall.ApiError(404, {"code": "not_found",

@@ -3,6 +3,7 @@ process: login by one-time link, CSP and CSRF, plans, clusters followed live, th
 Every page visited leaves a screenshot in tests/screenshots/."""
 
 import json
+import time
 import urllib.parse
 
 import pytest
@@ -84,7 +85,7 @@ def test_every_page_sends_a_strict_csp_and_inline_script_does_not_run(browser, s
     cookie = browser.cookie()["shoal_session"]
     for path in ("/ui/templates", "/ui/templates/local-web", "/ui/clusters", "/ui/admin",
                  "/ui/admin/import", "/ui/admin/check", "/ui/admin/resources",
-                 "/ui/admin/services/web-backend", "/ui/logged-out"):
+                 "/ui/admin/services/web-backend", "/ui/admin/people", "/ui/logged-out"):
         status, headers, _ = fetch(shoal.url + path, cookie)
         assert status == 200, path
         policy = headers["Content-Security-Policy"]
@@ -144,8 +145,7 @@ def test_template_page_plans_a_layout_with_cost_and_tasks(browser, shoal):
         {"template": "local-web", "size": 4}).encode(), {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {shoal.token}"})[2])
-    assert browser.text("#plan-tasks") == str(
-        sum(1 for t in expected["tasks"] if t["action"] != "JOIN"))
+    assert browser.text("#plan-tasks") == str(expected["summary"]["tasks"])
     assert float(browser.text("#plan-cost")) == expected["layout"]["cost"]
     assert rest(shoal, "/clusters") == [] or "x" not in [c["name"] for c in rest(shoal, "/clusters")]
 
@@ -525,7 +525,7 @@ def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, s
     pages = ["/ui/clusters/origins", "/ui/templates", "/ui/templates/local-web", "/ui/clusters",
              "/ui/clusters?status=ACTIVE", "/ui/admin", "/ui/admin/providers/local",
              "/ui/admin/services/new", "/ui/admin/import", "/ui/admin/check",
-             "/ui/admin/resources"]
+             "/ui/admin/resources", "/ui/admin/people"]
     browser.console()
     for page in pages:
         browser.get(shoal.url + page)
@@ -554,3 +554,160 @@ def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, s
     browser.get(shoal.url + "/ui/clusters?status=ACTIVE")
     assert "origins" in browser.text("#clusters")
     shoal.run("cluster", "delete", "origins", "--wait")
+
+
+# -- (6) tenancy: leases, a user's session, tenants and users --------------------------------------
+
+
+def call(shoal, method, path, body=None, token=None):
+    """(status, JSON) of an API call with the owner's token (or ``token``)."""
+    status, _, answer = fetch(shoal.url + "/api/v1" + path, method=method,
+                              data=None if body is None else json.dumps(body).encode(),
+                              headers={"Authorization": "Bearer " + (token or shoal.token),
+                                       "Content-Type": "application/json"})
+    return status, json.loads(answer or b"null")
+
+
+def as_user(shoal, token):
+    """The same home and server with a user's token: ``shoal ui`` asks with it."""
+    client = Shoal(shoal.home)
+    client.env["SHOAL_TOKEN"] = token
+    return client
+
+
+@pytest.fixture(scope="module")
+def alice(shoal):
+    """A user (role user) of the default tenant, with a template on a lease shared with her:
+    an hour to start, two at most, an hour per extension; its one service does nothing."""
+    assert call(shoal, "POST", "/services", {"name": "noop", "description": "nothing"})[0] == 201
+    leased = {"name": "leased", "description": "one service that does nothing, on a lease",
+              "defaults": {"services": ["noop"], "provider": "local", "hardwaretype": "sandbox",
+                           "imagetype": "host"},
+              "administration": {"leaseduration": {"initial": "1h", "max": "2h", "step": "1h"}}}
+    assert call(shoal, "POST", "/clustertemplates", leased)[0] == 201
+    assert call(shoal, "POST", "/users", {"name": "alice", "role": "user"})[0] == 201
+    assert call(shoal, "POST", "/grants", {"template": "leased", "user": "alice"})[0] == 201
+    status, issued = call(shoal, "POST", "/users/alice/tokens", {})
+    assert status == 201
+    return as_user(shoal, issued["token"])
+
+
+def test_a_users_session_creates_on_a_lease_extends_it_and_sees_only_their_own(
+        browser, shoal, alice):
+    shoal.run("cluster", "create", "bosses", "--template", "leased", "--size", "1", "--wait")
+    # `shoal ui` with a user's token: the session is hers, with her role; no admin links.
+    browser.get(login_url(alice))
+    assert browser.text("#who") == "default · alice (user)"
+    assert browser.finds("#nav-people") == [] and "Catalog" not in browser.text("nav")
+    shared = browser.text("#templates")  # only what is shared with her
+    assert "leased" in shared and "local-web" not in shared
+    browser.get(shoal.url + "/ui/templates/leased")
+    assert "lease of 1h" in browser.text("#lease-terms")
+    browser.find("#f-name").send_keys("alices")
+    browser.find("#f-size").clear()
+    browser.find("#f-size").send_keys("1")
+    browser.find("#f-lease").send_keys("3h")
+    browser.find("#plan-button").click()
+    browser.wait(lambda: browser.find("#create-button").is_enabled(), "the plan")
+    browser.find("#create-button").click()
+    # The API's refusal sits next to the lease field, and nothing was made.
+    browser.wait_text('[data-field="lease"]', "longer than the 1h")
+    browser.shot("lease-refused")
+    assert call(shoal, "GET", "/clusters/alices")[0] == 404
+    browser.find("#f-lease").clear()
+    browser.find("#f-lease").send_keys("30m")
+    browser.find("#create-button").click()
+    browser.wait(lambda: browser.driver.current_url.endswith("/ui/clusters/alices"), "landing")
+    wait_status(browser, "ACTIVE")
+    made = rest(shoal, "/clusters/alices")
+    assert made["owner"] == "alice" and browser.text("#owner") == "alice"
+    assert 0 < made["expires_at"] - time.time() <= 1800  # 30 min from its creation, not 1h
+    assert "(in 2" in browser.text("#expires") or "(in 30" in browser.text("#expires")
+    # Extensions: the template's step and max, as the API words them, then one that fits.
+    by = browser.find("#extend-by")
+    by.clear()
+    by.send_keys("2h")
+    browser.find("#extend-lease").click()
+    browser.wait_text("#extend-error", "at most 1h per extension")
+    by.clear()
+    by.send_keys("1h")
+    browser.find("#extend-lease").click()
+    browser.wait_text("#expires", "(extended)")
+    assert rest(shoal, "/clusters/alices")["expires_at"] == pytest.approx(
+        made["expires_at"] + 3600, abs=5)
+    browser.find("#extend-lease").click()
+    browser.wait_text("#extend-error", "may not go past 2h")
+    browser.shot("extended")
+    # Her list: her cluster with owner and expiry, not the owner's.
+    browser.get(shoal.url + "/ui/clusters")
+    listed = browser.text("#clusters")
+    assert "alices" in listed and "bosses" not in listed
+    [row] = browser.finds("#clusters tbody tr")
+    assert row.find_element("css selector", ".owner").text == "alice"
+    assert "(in " in row.find_element("css selector", ".expires").text
+    # Admin actions: the API's 403, both for the page and for a call with her session.
+    browser.get(shoal.url + "/ui/admin/people")
+    assert "403" in browser.text("h1")
+    browser.get(shoal.url + "/ui/clusters")
+    status = browser.driver.execute_async_script(
+        "const done = arguments[0]; window.shoal.api('POST', '/users', "
+        "{name: 'mallory', role: 'admin'}).then(() => done(200), (e) => done(e.status))")
+    assert status == 403
+    assert call(shoal, "GET", "/users/mallory")[0] == 404
+    shoal.run("cluster", "delete", "bosses", "--wait")
+    shoal.run("cluster", "delete", "alices", "--wait")
+
+
+def test_admin_page_manages_tenants_users_tokens_and_shared_templates(browser, shoal):
+    logged_in(browser, shoal)
+    assert "(superadmin)" in browser.text("#who")
+    browser.find("#nav-people").click()
+    browser.wait_text("#users-section h1", "Users of default")
+    # A tenant with quotas, then gone.
+    form = browser.find("#tenant-form")
+    form.find_element("name", "name").send_keys("team-ui")
+    form.find_element("name", "max_clusters").send_keys("2")
+    browser.find("#tenant-create").click()
+    browser.wait(lambda: browser.finds('#tenants tr[data-name="team-ui"]'), "the new tenant")
+    assert call(shoal, "GET", "/tenants/team-ui")[1]["max_clusters"] == 2
+    # A bad name: the API's reason beside the field, nothing made.
+    form = browser.find("#user-form")
+    form.find_element("name", "name").send_keys("Bad Name")
+    browser.find("#user-create").click()
+    browser.wait(lambda: browser.find('#user-form [data-field="name"]').text, "the refusal")
+    assert "Bad Name" not in [u["name"] for u in call(shoal, "GET", "/users")[1]]
+    form.find_element("name", "name").clear()
+    form.find_element("name", "name").send_keys("bob")
+    form.find_element("css selector", "select[name=role] option[value=admin]").click()
+    browser.find("#user-create").click()
+    browser.wait(lambda: browser.finds('#users tr[data-name="bob"]'), "the new user")
+    # A token, shown once: it works as bob; the page's HTML never had it.
+    browser.find('#users tr[data-name="bob"] button.issue').click()
+    browser.wait(lambda: browser.find("#issued-token").text, "the token")
+    token = browser.text("#issued-token")
+    browser.shot("token")
+    assert call(shoal, "GET", "/whoami", token=token)[1]["user"] == "bob"
+    browser.driver.refresh()
+    assert token not in browser.driver.page_source
+    # Share a template with bob, then stop.
+    browser.find("#grant-form select[name=user] option[value=bob]").click()
+    browser.find("#grant-create").click()
+    browser.wait(lambda: "bob" in browser.text("#grants"), "the grant")
+    assert {"template": browser.find("#grant-form select[name=template]").get_attribute(
+        "value"), "user": "bob"} in call(shoal, "GET", "/grants")[1]
+    stop = [b for b in browser.finds("#grants button") if "bob" in
+            b.find_element("xpath", "../..").text][0]
+    stop.click()
+    stop.click()
+    browser.wait(lambda: "bob" not in browser.text("#grants"), "the grant gone")
+    # Delete bob (his token stops working) and the tenant: each asks twice.
+    for css in ('#users tr[data-name="bob"] button.danger',
+                '#tenants tr[data-name="team-ui"] button'):
+        button = browser.find(css)
+        button.click()
+        assert button.text == "Really?"
+        button.click()
+        browser.wait(lambda: not browser.finds(css), "the row gone")
+    assert call(shoal, "GET", "/whoami", token=token)[0] == 401
+    assert call(shoal, "GET", "/tenants/team-ui")[0] == 404
+    browser.shot("done")

@@ -93,7 +93,7 @@
     const create = document.getElementById("create-button");
     const result = document.getElementById("plan-result");
 
-    function request() {
+    function request(creating) {
       const data = {template: form.dataset.template, size: Number(form.elements.size.value)};
       const name = form.elements.name.value.trim();
       if (name) data.name = name;
@@ -105,6 +105,11 @@
       }
       const config = jsonField(form, "config");
       if (config !== undefined) data.config = config;
+      // Only where the template has leases, and only on create (a plan takes none): the API
+      // checks it against the template's terms.
+      if (creating && form.elements.lease && form.elements.lease.value.trim()) {
+        data.lease = form.elements.lease.value.trim();
+      }
       return data;
     }
 
@@ -118,8 +123,7 @@
         const table = document.getElementById("plan-groups");
         table.replaceChild(groupsTable(plan.groups), table.tBodies[0]);
         document.getElementById("plan-cost").textContent = plan.layout.cost;
-        document.getElementById("plan-tasks").textContent =
-          plan.tasks.filter((t) => t.action !== "JOIN").length;
+        document.getElementById("plan-tasks").textContent = plan.summary.tasks;
         result.hidden = false;
         create.disabled = false;
       } catch (err) {
@@ -130,7 +134,7 @@
     create.addEventListener("click", async () => {
       clearErrors(form);
       try {
-        const data = request();
+        const data = request(true);
         if (!data.name) {
           const err = new Error("a cluster needs a name");
           err.details = {field: "name"};
@@ -337,6 +341,24 @@
     }
     if (root.dataset.running === "1") connect();
 
+    // The lease: extend it through the API, which says why not (step, max, no lease).
+    const extend = document.getElementById("extend-form");
+    if (extend) {
+      extend.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const error = document.getElementById("extend-error");
+        error.textContent = "";
+        error.classList.remove("shown");
+        try {
+          const lease = await api("POST", path + "/extend", {by: extend.elements.by.value.trim()});
+          document.getElementById("expires").textContent = lease.expires + " (extended)";
+        } catch (err) {
+          error.textContent = err.message;
+          error.classList.add("shown");
+        }
+      });
+    }
+
     // Every operation: plan it, show the plan, confirm, run, follow.
     const panel = document.getElementById("confirm");
     const actionError = document.getElementById("action-error");
@@ -414,7 +436,9 @@
         actionError.textContent = "";
         try {
           const data = body(form, verb);
-          const plan = await api("POST", path + "/plan", Object.assign({operation: verb}, data));
+          // ?full=1: the confirmation lists the plan's tasks and the nodes they touch.
+          const plan = await api("POST", path + "/plan?full=1",
+                                 Object.assign({operation: verb}, data));
           ask("Run " + verb + " on " + name + "?", describe(plan), () =>
             verb === "delete" ? api("DELETE", path) : api("POST", path + "/" + verb, data));
         } catch (err) {
@@ -604,8 +628,58 @@
     });
   }
 
+  // -- admin: tenants, users, tokens, shared templates ------------------------------------------
+
+  function peoplePage() {
+    const pageError = document.getElementById("people-error");
+    document.querySelectorAll(".api-form").forEach((form) => {
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        clearErrors(form);
+        const data = {};
+        for (const input of form.querySelectorAll("input[name], select[name]")) {
+          const value = input.value.trim();
+          if (value === "") continue;  // unset: no quota, every user
+          data[input.name] = input.dataset.number ? Number(value) : value;
+        }
+        try {
+          await api(form.dataset.method, form.dataset.path, data);
+          window.location.reload();
+        } catch (err) {
+          showError(form, err);
+        }
+      });
+    });
+    document.querySelectorAll("button[data-method]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        pageError.textContent = "";
+        pageError.classList.remove("shown");
+        if (button.dataset.method === "DELETE" && button.dataset.armed !== "1") {
+          button.dataset.armed = "1";
+          button.textContent = "Really?";
+          return;
+        }
+        try {
+          const answer = await api(button.dataset.method, button.dataset.path,
+                                   button.dataset.method === "POST" ? {} : undefined);
+          if (answer && answer.token) {
+            // The only time the API shows it: not in the page's HTML, not stored.
+            document.getElementById("issued-user").textContent = answer.user;
+            document.getElementById("issued-token").textContent = answer.token;
+            document.getElementById("issued").hidden = false;
+          } else {
+            window.location.reload();
+          }
+        } catch (err) {
+          pageError.textContent = err.message;
+          pageError.classList.add("shown");
+        }
+      });
+    });
+  }
+
   const pages = {template: templatePage, cluster: clusterPage, entity: entityPage,
-                 import: importPage, resources: resourcesPage};
+                 import: importPage, resources: resourcesPage, people: peoplePage};
   window.shoal = {api, el, showError, clearErrors, jsonField, pages};
   document.addEventListener("DOMContentLoaded", () => {
     const start = pages[document.body.dataset.page];
