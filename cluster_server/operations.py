@@ -318,6 +318,11 @@ def change(store, tenant, name, kind, data):
     if not data.get("dry_run"):
         _ensure_idle(store, cluster)
     current = node_rows(store, cluster["id"])
+    if not current:
+        # A plan asked while a delete is taking every node away (plans skip the idle check):
+        # there is nothing to change from, and the size of zero is no error of the caller's.
+        raise Conflict(f"cluster '{name}' has no live nodes ({cluster['status'].lower()}): "
+                       "nothing to change", {"status": cluster["status"]})
     spec = cluster["spec"]
     on_cluster = sorted(spec["services"])
     request = {"size": len(current), "services": on_cluster, "provider": spec["provider"]["name"]}

@@ -203,3 +203,21 @@ def test_semantic_refusals_are_422_and_say_why(api):
     error = assert_error_shape(api("POST", "/clustertemplates", json={
         "name": "t", "constraints": {"size": {"min": -1}}}), 400, "invalid")
     assert error["details"]["field"] == "constraints.size.min"
+
+
+def test_a_plan_on_a_cluster_losing_its_nodes_is_a_conflict_not_a_bad_request(api):
+    """Found by schemathesis: a plan asked while a delete takes every node away answered 400
+    ("size ... got 0") to a body that fits the contract."""
+    from cluster_server import catalog, operations
+
+    store = api.app.store
+    with store.write():
+        store.catalog_put(catalog.read_directory(catalog.DEFAULT_CATALOG))
+    operations.create(store, "default", {"name": "w", "template": "local-web", "size": 2})
+    with store.write() as db:
+        db.execute("UPDATE nodes SET status = 'REMOVING'")
+        db.execute("UPDATE clusters SET status = 'DELETING'")
+    for body in ({"operation": "add-services", "services": ["web-backend"]},
+                 {"operation": "resize", "size": 3}):
+        error = assert_error_shape(api("POST", "/clusters/w/plan", json=body), 409, "conflict")
+        assert "no live nodes" in error["message"]
