@@ -178,6 +178,9 @@ class TaskRunner:
 
     def do_create(self, task, cluster, node, operation):
         provider = self.provider(cluster)
+        # A node made again (a repair of a missing one) gets a new machine: a transport kept
+        # for its old one (the health loop's, an earlier operation's) would reach nothing.
+        self.forget_transport(cluster["id"], node["id"])
         info = provider.create(self.node_spec(cluster, node))
         self.save_facts(cluster["id"], node["id"], "CREATING", resource=info.to_dict())
         return TaskOutcome(True, f"created {info.resource_id}")
@@ -248,6 +251,7 @@ class TaskRunner:
             result.set_result(TaskOutcome(False, str(exc)))
 
     def _replacement(self, cluster, node, provider):
+        self.forget_transport(cluster["id"], node["id"])
         info = provider.create(self.node_spec(cluster, node))
         self.save_facts(cluster["id"], node["id"], resource=info.to_dict(), replacing=False)
         node["facts"]["resource"] = info.to_dict()

@@ -258,6 +258,7 @@ def test_a_tenants_tasks_run_only_on_its_own_workers(setup):
     default_worker = setup.worker("dflt", queues="shoal.default")
     default = setup.server()
     acme = setup.server(tenant="acme")
+    default.run("tenant", "create", "acme")  # the owner makes it; then its catalog
     for shoal in (default, acme):
         import_catalog(setup, shoal, fields={"sleep": 0.02})
     acme.run("cluster", "create", "t1", "--template", "fake-stack", "--size", 4)
