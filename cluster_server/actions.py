@@ -37,7 +37,10 @@ class TaskRunner:
         self.lock = threading.Lock()
         self.providers = {}  # (cluster id) -> Provider instance
         self.automators = {}
-        self.transports = {}  # (cluster id, node id) -> Transport, reused across tasks
+        # (cluster id, node id) -> {machine's resource id: Transport}, reused across tasks; by
+        # machine, so a caller holding a node as it was (the health loop) never hands a task the
+        # transport of a machine the node no longer has.
+        self.transports = {}
         self.contexts = {}  # cluster id -> (its nodes_version, macros.prepare()d context)
         # Replacing a failed node (delete + create) off the polling thread; rare, so few.
         self.replacer = concurrent.futures.ThreadPoolExecutor(
@@ -82,22 +85,24 @@ class TaskRunner:
             return automator
 
     def transport(self, cluster, node, provider):
+        resource = node["facts"].get("resource")
+        if not resource:
+            raise ShoalError(f"node {node['id']} has no machine: its CREATE did not succeed"
+                             " ('shoal cluster retry' runs it again)")
         key = (cluster["id"], node["id"])
         with self.lock:
-            transport = self.transports.get(key)
+            transport = self.transports.get(key, {}).get(resource["resource_id"])
         if transport is None:
-            if not node["facts"].get("resource"):
-                raise ShoalError(f"node {node['id']} has no machine: its CREATE did not succeed"
-                                 " ('shoal cluster retry' runs it again)")
-            transport = provider.transport(NodeInfo.from_dict(node["facts"]["resource"]))
+            transport = provider.transport(NodeInfo.from_dict(resource))
             with self.lock:
-                transport = self.transports.setdefault(key, transport)
+                transport = self.transports.setdefault(key, {}).setdefault(
+                    resource["resource_id"], transport)
         return transport
 
     def forget_transport(self, cluster_id, node_id):
         with self.lock:
-            transport = self.transports.pop((cluster_id, node_id), None)
-        if transport is not None:
+            transports = self.transports.pop((cluster_id, node_id), {})
+        for transport in transports.values():
             try:
                 transport.close()
             except Exception:  # closing a dead connection is not worth failing a task for
