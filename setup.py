@@ -20,7 +20,7 @@ setup(
     data_files=[(f"share/shoal/dockerfiles/{cli}", [f"dockerfiles/{cli}/Dockerfile"])
                 for cli in ("aws", "gcloud", "kubectl", "ansible")],
     package_data={"cluster_server": ["catalog_default/*/*.json", "ui/templates/*.html",
-                                     "ui/static/*"],
+                                     "ui/static/*", "ui/static/vendor/*"],
                   "extensions": ["resources/*/*", "automators/ansible_callbacks/*.py"]},
     install_requires=[
         "cliff>=4.0",
@@ -47,7 +47,9 @@ setup(
                  "openapi-spec-validator>=0.7", "schemathesis>=4.3,<5",
                  "celery[redis]>=5.4,<6",
                  # The web UI in a real browser: Debian's chromium through chromedriver.
-                 "selenium>=4.20"],
+                 "selenium>=4.20",
+                 # ... and Debian's firefox-esr over Marionette (no geckodriver package).
+                 "marionette-driver>=3.7"],
     },
     entry_points={
         "console_scripts": ["shoal = cluster_cli.main:main"],

@@ -1,10 +1,16 @@
-"""The browser of the UI tests: Debian's Chromium driven headless by Selenium through
-chromedriver (tests/install.d/30-chromium.sh installs both), with a screenshot of every page."""
+"""The browsers of the UI tests, each with a screenshot of every page: Debian's Chromium driven
+headless by Selenium through chromedriver (tests/install.d/30-chromium.sh), and Debian's
+firefox-esr driven headless through its own Marionette protocol with Mozilla's
+marionette_driver (tests/install.d/31-firefox.sh): there is no geckodriver package, and
+Marionette is what geckodriver itself speaks to Firefox."""
 
+import os
 import pathlib
 import re
 import shutil
+import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
@@ -42,6 +48,14 @@ class Browser:
         self.test = "test"
         self.shots = 0
 
+    @property
+    def transient(self):
+        """What a wait retries past: a page being replaced leaves stale or missing elements."""
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
+
+        return (StaleElementReferenceException, NoSuchElementException)
+
     def quit(self):
         self.driver.quit()
         shutil.rmtree(self.profile, ignore_errors=True)
@@ -72,14 +86,12 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def wait(self, check, what, timeout=60):
-        from selenium.common.exceptions import (NoSuchElementException,
-                                                StaleElementReferenceException)
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
             # A page being replaced (a click that navigates) leaves stale elements: look again.
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=(
-                StaleElementReferenceException, NoSuchElementException)).until(
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
+                                 ignored_exceptions=self.transient).until(
                 lambda driver: check())
         except Exception as error:
             self.shot("timeout")
@@ -123,3 +135,183 @@ def fetch(url, cookie=None, method="GET", data=None, headers=None):
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
+
+
+# -- Firefox -----------------------------------------------------------------------------------------
+
+FIREFOX = "/usr/bin/firefox-esr"
+
+def _has_marionette():
+    import importlib.util
+
+    return importlib.util.find_spec("marionette_driver") is not None
+
+
+need_firefox = pytest.mark.skipif(
+    not (pathlib.Path(FIREFOX).exists() and _has_marionette()),
+    reason="needs firefox-esr (tests/install.d/31-firefox.sh) and marionette_driver")
+
+# A profile that keeps Firefox on loopback: no update, telemetry, safe-browsing, push, captive
+# portal or connectivity checks, no prefetch; and every other origin sent to a closed proxy
+# port on loopback, so nothing leaves the machine even if a pref above misses something.
+FIREFOX_PREFS = {
+    "marionette.port": 0,  # any free port; Firefox writes it to MarionetteActivePort
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.startup.page": 0,
+    "browser.newtabpage.enabled": False,
+    "browser.aboutwelcome.enabled": False,
+    "app.update.disabledForTesting": True,
+    "app.normandy.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "toolkit.telemetry.enabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+    "browser.safebrowsing.update.enabled": False,
+    "extensions.update.enabled": False,
+    "extensions.getAddons.cache.enabled": False,
+    "extensions.blocklist.enabled": False,
+    "services.settings.server": "http://127.0.0.1:9/",
+    "dom.push.connection.enabled": False,
+    "network.captive-portal-service.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "network.dns.disablePrefetch": True,
+    "network.prefetch-next": False,
+    "network.http.speculative-parallel-limit": 0,
+    "network.trr.mode": 5,
+    "network.proxy.type": 1,
+    "network.proxy.http": "127.0.0.1",
+    "network.proxy.http_port": 9,
+    "network.proxy.ssl": "127.0.0.1",
+    "network.proxy.ssl_port": 9,
+    "network.proxy.no_proxies_on": "127.0.0.1, localhost",
+    "network.proxy.allow_hijacking_localhost": False,
+}
+
+
+def _pref(value):
+    return "true" if value is True else "false" if value is False else (
+        str(value) if isinstance(value, int) else '"' + value.replace('"', '\\"') + '"')
+
+
+class MarionetteDriver:
+    """The few Selenium WebDriver calls the UI tests make, on a Marionette session, so
+    ``Browser``'s helpers serve both browsers."""
+
+    def __init__(self, client):
+        self.client = client
+
+    @property
+    def current_url(self):
+        return self.client.get_url()
+
+    @property
+    def page_source(self):
+        return self.client.page_source
+
+    def get(self, url):
+        self.client.navigate(url)
+
+    def back(self):
+        self.client.go_back()
+
+    def refresh(self):
+        self.client.refresh()
+
+    def execute_script(self, script, *args):
+        return self.client.execute_script(script, script_args=list(args))
+
+    def execute_async_script(self, script, *args):
+        # Marionette, like WebDriver, passes the callback as the last argument.
+        return self.client.execute_async_script(script, script_args=list(args))
+
+    def find_element(self, by, value):
+        return self.client.find_element(by, value)
+
+    def find_elements(self, by, value):
+        return self.client.find_elements(by, value)
+
+    def get_cookies(self):
+        return self.client.get_cookies()
+
+    def add_cookie(self, cookie):
+        self.client.add_cookie(cookie)
+
+    def delete_all_cookies(self):
+        self.client.delete_all_cookies()
+
+    def save_screenshot(self, path):
+        pathlib.Path(path).write_bytes(self.client.screenshot(format="binary", full=False))
+
+    def get_log(self, kind):
+        return []  # Marionette gives no console log; the Chromium tests check the console
+
+
+class Firefox(Browser):
+    """A headless firefox-esr of its own (fresh profile), driven over Marionette."""
+
+    def __init__(self):
+        from marionette_driver.marionette import Marionette
+
+        self.profile = tempfile.mkdtemp(prefix="shoal-firefox-")
+        pathlib.Path(self.profile, "user.js").write_text("".join(
+            f'user_pref("{key}", {_pref(value)});\n' for key, value in FIREFOX_PREFS.items()))
+        env = dict(os.environ, MOZ_HEADLESS="1", MOZ_HEADLESS_WIDTH="1400",
+                   MOZ_HEADLESS_HEIGHT="1000")
+        self.log = open(pathlib.Path(self.profile, "firefox.log"), "wb")
+        # argv, not a shell: the process is ours to end by its pid in quit().
+        self.process = subprocess.Popen(
+            [FIREFOX, "--marionette", "--headless", "--no-remote", "-profile", self.profile],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        try:
+            port = self._port()
+            self.client = Marionette(host="127.0.0.1", port=port)
+            self.client.start_session({"pageLoadStrategy": "normal"})
+            self.client.timeout.page_load = 60
+            self.client.set_window_rect(width=1400, height=1000)
+        except Exception:
+            self._stop()
+            raise
+        self.driver = MarionetteDriver(self.client)
+        self.test = "test"
+        self.shots = 0
+
+    def _port(self, timeout=60):
+        """The port Firefox chose for Marionette (it writes it in the profile once listening)."""
+        active = pathlib.Path(self.profile, "MarionetteActivePort")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"firefox exited with {self.process.returncode}: " +
+                                   pathlib.Path(self.profile, "firefox.log").read_text()[-2000:])
+            if active.exists() and active.read_text().strip():
+                return int(active.read_text().strip())
+            time.sleep(0.1)
+        raise RuntimeError("firefox did not open its Marionette port in time")
+
+    @property
+    def transient(self):
+        from marionette_driver import errors
+
+        return (errors.StaleElementException, errors.NoSuchElementException)
+
+    def _stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self.log.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def quit(self):
+        try:
+            self.client.delete_session()
+        except Exception:
+            pass  # a Firefox that went away: end the process all the same
+        self._stop()

@@ -10,6 +10,7 @@ import pytest
 
 from tests.cloudkit import api as rest, wait_finished
 from tests.conftest import Shoal
+from tests.uiflows import yaml_editor_flow
 from tests.uikit import Browser, fetch, login_url, need_browser
 
 pytestmark = need_browser
@@ -347,6 +348,10 @@ def test_admin_service_errors_sit_next_to_their_field_and_write_nothing(browser,
                  "back on the catalog")
     browser.shot("deleted")
     assert "ui-svc" not in services(shoal)
+
+
+def test_admin_writes_a_service_as_yaml_errors_beside_the_editor(browser, shoal):
+    yaml_editor_flow(browser, shoal)
 
 
 def test_provider_secrets_are_shown_masked_and_kept(browser, shoal):

@@ -479,16 +479,69 @@
     list.replaceChildren(...(warnings || []).map((w) => el("li", {text: "warning: " + w.message})));
   }
 
+  /* The editor holds the entity as JSON or as YAML (js-yaml, loaded by this page only); the API
+     takes JSON alone, so YAML is turned into JSON here before anything is sent. The YAML 1.2
+     core schema: no dates or other types that JSON has not, so what is read is what is sent. */
+  function yamlLib() {
+    return window.jsyaml || null;
+  }
+
+  function parseEditor(text, format) {
+    text = text.trim();
+    if (!text) return {};
+    let body;
+    if (format === "yaml") {
+      const yaml = yamlLib();
+      try {
+        body = yaml.load(text, {schema: yaml.CORE_SCHEMA});
+      } catch (e) {
+        const mark = e.mark || {};
+        const at = mark.line === undefined ? "" : " at line " + (mark.line + 1) + ", column " +
+          (mark.column + 1);
+        const err = new Error("YAML syntax error" + at + ": " + (e.reason || e.message) +
+                              " (nothing was sent)");
+        err.details = {field: "json", reason: "not YAML", line: mark.line + 1};
+        throw err;
+      }
+      if (body === null || body === undefined) return {};
+    } else {
+      try { body = JSON.parse(text); } catch (e) {
+        const err = new Error("not valid JSON (" + e.message + "; nothing was sent)");
+        err.details = {field: "json", reason: "not JSON"};
+        throw err;
+      }
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      const err = new Error("the " + format.toUpperCase() + " must be an object (a mapping)");
+      err.details = {field: "json", reason: "not an object"};
+      throw err;
+    }
+    return body;
+  }
+
+  function formatEditor(body, format) {
+    if (format === "yaml") {
+      const yaml = yamlLib();
+      return yaml.dump(body, {schema: yaml.CORE_SCHEMA, noRefs: true, lineWidth: -1,
+                              sortKeys: false});
+    }
+    return JSON.stringify(body, null, 2);
+  }
+
   function entityPage() {
     const form = document.getElementById("entity-form");
     const editor = form.elements.json;
-    const fields = [...form.querySelectorAll("input[name]")].filter((i) => i.type !== "file");
+    const fields = [...form.querySelectorAll("input[name]")]
+      .filter((i) => i.type !== "file" && i.type !== "radio");
     const plural = form.dataset.plural;
     const existing = form.dataset.name;
+    const jsonError = document.getElementById("json-error");
+    let format = "json";
+    form.dataset.format = format;
 
     function fillFields() {
       try {
-        const body = JSON.parse(editor.value);
+        const body = parseEditor(editor.value, format);
         for (const input of fields) {
           const value = getPath(body, input.name);
           input.value = value == null ? "" : value;
@@ -498,26 +551,47 @@
     fillFields();
     editor.addEventListener("change", fillFields);
 
+    // The form's fields win over the editor's text for their keys (an emptied field drops it).
+    function withFields(body) {
+      for (const input of fields) {
+        if (input.value !== "" || getPath(body, input.name) !== undefined) {
+          setPath(body, input.name, input.value);
+        }
+      }
+      return body;
+    }
+
+    // JSON <-> YAML: the text is read in the format it is in and written in the other; a text
+    // that does not read stays as it is, with the reason beside it.
+    const yamlChoice = document.getElementById("e-format-yaml");
+    if (!yamlLib()) yamlChoice.disabled = true;
+    form.querySelectorAll('input[name="format"]').forEach((choice) => {
+      choice.addEventListener("change", () => {
+        if (!choice.checked || choice.value === format) return;
+        clearErrors(form);
+        try {
+          const body = withFields(parseEditor(editor.value, format));
+          format = choice.value;
+          form.dataset.format = format;
+          editor.value = formatEditor(body, format);
+        } catch (err) {
+          form.querySelector('input[name="format"][value="' + format + '"]').checked = true;
+          showError(form, err, jsonError);
+        }
+      });
+    });
+
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearErrors(form);
       warningsList(document.getElementById("entity-warnings"), []);
       try {
-        const body = jsonField(form, "json") || {};
-        if (typeof body !== "object" || Array.isArray(body)) {
-          const err = new Error("the JSON must be an object");
-          err.details = {field: "json"};
-          throw err;
-        }
-        for (const input of fields) {
-          if (input.value !== "" || getPath(body, input.name) !== undefined) {
-            setPath(body, input.name, input.value);
-          }
-        }
+        const body = parseEditor(editor.value, format);
+        withFields(body);
         const result = existing
           ? await api("PUT", "/" + plural + "/" + encodeURIComponent(existing), body)
           : await api("POST", "/" + plural, body);
-        editor.value = JSON.stringify(result.entity, null, 2);
+        editor.value = formatEditor(result.entity, format);
         warningsList(document.getElementById("entity-warnings"), result.warnings);
         const saved = document.getElementById("entity-error");
         if (!existing) {
@@ -528,7 +602,7 @@
           form.dataset.saved = String(Date.now());
         }
       } catch (err) {
-        showError(form, err, document.getElementById("json-error"));
+        showError(form, err, jsonError);
       }
     });
 
