@@ -221,12 +221,16 @@ class MarionetteDriver:
     def refresh(self):
         self.client.refresh()
 
+    # No sandbox: the script runs in the page's own global, as WebDriver's (and geckodriver's)
+    # do, so what it sets (window.x) stays for the next call and the page's script sees it.
     def execute_script(self, script, *args):
-        return self.client.execute_script(script, script_args=list(args))
+        return self.client.execute_script(script, script_args=list(args), new_sandbox=False,
+                                          sandbox=None)
 
     def execute_async_script(self, script, *args):
         # Marionette, like WebDriver, passes the callback as the last argument.
-        return self.client.execute_async_script(script, script_args=list(args))
+        return self.client.execute_async_script(script, script_args=list(args),
+                                                new_sandbox=False, sandbox=None)
 
     def find_element(self, by, value):
         return self.client.find_element(by, value)
