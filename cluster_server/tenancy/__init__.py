@@ -16,7 +16,7 @@ from cluster_server.tenancy.principal import (ADMIN, DEFAULT_TENANT, OWNER, SUPE
 
 TENANT_HEADER = "X-Shoal-Tenant"
 
-__all__ = ["authenticate", "Principal", "ADMIN", "SUPERADMIN", "USER", "TENANT_HEADER"]
+__all__ = ["authenticate", "current", "Principal", "ADMIN", "SUPERADMIN", "USER", "TENANT_HEADER"]
 
 
 def authenticate(request):
@@ -42,4 +42,17 @@ def authenticate(request):
     if wanted and wanted != principal.tenant:
         # The same 404 as a tenant that does not exist.
         raise NotFound(f"tenant '{wanted}' not found", {"entity": "tenant", "name": wanted})
+    return principal
+
+
+def current(store, principal):
+    """``principal`` as it stands now, for a browser session made by it earlier: a user's
+    token revoked, expired or deleted (with its user), or the tenant gone, ends it (401); a
+    changed role applies at once. The local owner's token is the server's own and lasts."""
+    if principal.token_id is not None:
+        return directory.principal_for_token_id(store, principal.token_id)
+    if principal.tenant != DEFAULT_TENANT and not directory.tenant_exists(store,
+                                                                          principal.tenant):
+        raise Unauthorized(f"tenant '{principal.tenant}' was deleted",
+                           {"tenant": principal.tenant, "reason": "deleted"})
     return principal

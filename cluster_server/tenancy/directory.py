@@ -273,6 +273,26 @@ def principal_for_token(store, token):
     return Principal(user=row[2], tenant=row[1], role=row[6], token_id=row[0])
 
 
+def principal_for_token_id(store, token_id):
+    """The user a token (by its id) stands for now; 401 when the token was revoked, has
+    expired or is gone with its user. One read by primary key: cheap enough for every request
+    of a browser session made with that token."""
+    row = store.db.execute(
+        "SELECT t.tenant, t.user, t.expires_at, t.revoked_at, u.role FROM tokens t"
+        " JOIN users u ON u.tenant = t.tenant AND u.name = t.user WHERE t.id = ?",
+        [token_id]).fetchone()
+    if row is None:
+        raise Unauthorized(f"API token {token_id} is gone (its user was deleted)",
+                           {"token": token_id, "reason": "deleted"})
+    if row[3]:
+        raise Unauthorized(f"API token {token_id} was revoked", {"token": token_id,
+                                                                 "reason": "revoked"})
+    if row[2] is not None and row[2] <= time.time():
+        raise Unauthorized(f"API token {token_id} has expired", {"token": token_id,
+                                                                 "reason": "expired"})
+    return Principal(user=row[1], tenant=row[0], role=row[4], token_id=token_id)
+
+
 # -- templates users may build from ---------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import time
 
 from flask import Blueprint, current_app, render_template, request
 
+from cluster_server.errors import Unauthorized
 from cluster_server.tenancy import leases
 from cluster_server.ui import sessions
 
@@ -22,7 +23,10 @@ OPEN = ("ui.login", "ui.static", "ui.logged_out")
 def need_session():
     if request.endpoint in OPEN:
         return None
-    session = sessions.session_of(request, current_app)
+    try:
+        session = sessions.session_of(request, current_app)
+    except Unauthorized as error:  # the token or user behind the session is gone
+        return render_template("logged_out.html", reason="ended", message=error.message), 401
     if session is None:
         return render_template("logged_out.html", reason="no session"), 401
     sessions.check_csrf(session, request)

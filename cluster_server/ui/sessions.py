@@ -11,7 +11,8 @@ import secrets
 import threading
 import time
 
-from cluster_server.errors import Forbidden
+from cluster_server import tenancy
+from cluster_server.errors import Forbidden, Unauthorized
 from cluster_server.tenancy.principal import Principal
 
 COOKIE = "shoal_session"
@@ -88,7 +89,23 @@ def of(app):
 
 
 def session_of(request, app):
-    return of(app).get(request.cookies.get(COOKIE))
+    """The session behind the request's cookie (None without one). Checked on every request
+    against the store: when the token or user that made it was revoked, expired or deleted,
+    the session ends here and the request is refused (401, saying why); a user's new role
+    applies at once."""
+    found = of(app)
+    session = found.get(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    try:
+        principal = tenancy.current(app.store, session.principal)
+    except Unauthorized as error:
+        found.end(session.id)
+        raise Unauthorized("this browser session has ended: " + error.message +
+                           " (run `shoal ui` with a valid token for a new link)",
+                           dict(error.details, session="ended")) from None
+    session.principal = principal
+    return session
 
 
 def check_csrf(session, request):

@@ -1,0 +1,126 @@
+"""A web UI session lives only as long as the token and user that made it: revoked, expired or
+deleted, the next page or API call with its cookie is refused (401, saying why) and the session
+is gone; a changed role applies at once. A real server process; the browser's part (cookies,
+CSRF header) is played with plain HTTP, as the browser tests cover the pages themselves."""
+
+import http.client
+import json
+import time
+import urllib.parse
+
+import pytest
+
+from tests.conftest import Shoal
+from tests.uikit import fetch
+
+
+@pytest.fixture(scope="module")
+def shoal(tmp_path_factory):
+    client = Shoal(tmp_path_factory.mktemp("ui-sessions") / "home", default_catalog=True)
+    client.run("server", "start")
+    yield client
+    client.run("server", "stop")
+
+
+def call(shoal, method, path, body=None, token=None):
+    status, _, answer = fetch(shoal.url + "/api/v1" + path, method=method,
+                              data=None if body is None else json.dumps(body).encode(),
+                              headers={"Authorization": "Bearer " + (token or shoal.token),
+                                       "Content-Type": "application/json"})
+    return status, json.loads(answer or b"null")
+
+
+def session(shoal, token):
+    """A browser session's cookie, from a login link asked for with ``token``."""
+    status, login = call(shoal, "POST", "/ui/logins", {}, token=token)
+    assert status == 201
+    parts = urllib.parse.urlsplit(shoal.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("GET", login["path"])  # no redirect followed: the cookie is here
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 302
+        cookie = response.getheader("Set-Cookie")
+    finally:
+        connection.close()
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+def user_with_token(shoal, name, role="user", **token):
+    assert call(shoal, "POST", "/users", {"name": name, "role": role})[0] == 201
+    status, issued = call(shoal, "POST", f"/users/{name}/tokens", token)
+    assert status == 201
+    return issued
+
+
+def works(shoal, cookie):
+    return (fetch(shoal.url + "/ui/clusters", cookie)[0] == 200 and
+            fetch(shoal.url + "/api/v1/clusters", cookie)[0] == 200)
+
+
+def refused(shoal, cookie, why):
+    """The next page says the session ended and why; after it, the session is simply gone."""
+    status, _, page = fetch(shoal.url + "/ui/clusters", cookie)
+    assert status == 401 and b"Session ended" in page and why.encode() in page, page[-600:]
+    assert fetch(shoal.url + "/api/v1/clusters", cookie)[0] == 401
+    status, _, page = fetch(shoal.url + "/ui/templates", cookie)
+    assert status == 401 and b"Not logged in" in page
+
+
+def test_a_revoked_token_ends_its_sessions(shoal):
+    issued = user_with_token(shoal, "rita")
+    cookie, other = session(shoal, issued["token"]), session(shoal, issued["token"])
+    assert works(shoal, cookie) and works(shoal, other)
+    assert call(shoal, "DELETE", f"/tokens/{issued['id']}")[0] == 200
+    refused(shoal, cookie, "was revoked")
+    # The API call is refused on its own too, with the reason in the error's details.
+    status, _, body = fetch(shoal.url + "/api/v1/clusters", other)
+    error = json.loads(body)["error"]
+    assert status == 401 and error["details"]["reason"] == "revoked"
+    assert "session has ended" in error["message"]
+    assert fetch(shoal.url + "/ui/clusters", other)[0] == 401
+
+
+def test_a_deleted_user_ends_their_sessions(shoal):
+    issued = user_with_token(shoal, "dora")
+    cookie = session(shoal, issued["token"])
+    assert works(shoal, cookie)
+    assert call(shoal, "DELETE", "/users/dora")[0] == 200
+    refused(shoal, cookie, "gone")
+    # Made again with the same name, the user's old session does not come back.
+    assert call(shoal, "POST", "/users", {"name": "dora", "role": "user"})[0] == 201
+    assert not works(shoal, cookie)
+
+
+def test_an_expired_token_ends_its_sessions(shoal):
+    issued = user_with_token(shoal, "eddy", expires_in="3s")
+    cookie = session(shoal, issued["token"])
+    assert works(shoal, cookie)
+    time.sleep(max(0.0, issued["expires_at"] - time.time()) + 0.2)
+    refused(shoal, cookie, "has expired")
+
+
+def test_a_changed_role_applies_to_a_live_session(shoal):
+    issued = user_with_token(shoal, "adam", role="admin")
+    cookie = session(shoal, issued["token"])
+    assert fetch(shoal.url + "/api/v1/grants", cookie)[0] == 200  # an admin's
+    page = fetch(shoal.url + "/ui/templates", cookie)[2]
+    assert b"(admin)" in page and b'<span class="view">Admin</span>' in page
+    assert call(shoal, "PUT", "/users/adam", {"role": "user"})[0] == 200
+    assert fetch(shoal.url + "/api/v1/grants", cookie)[0] == 403
+    page = fetch(shoal.url + "/ui/templates", cookie)[2]
+    assert b"(user)" in page and b'<span class="view">Admin</span>' not in page
+    assert works(shoal, cookie)  # still a session, with the user's rights
+
+
+def test_the_owners_session_lasts_and_other_sessions_are_untouched(shoal):
+    owner = session(shoal, None)
+    issued = user_with_token(shoal, "otto")
+    cookie = session(shoal, issued["token"])
+    status, kept = call(shoal, "POST", "/users/otto/tokens", {})
+    assert status == 201
+    kept_cookie = session(shoal, kept["token"])
+    assert call(shoal, "DELETE", f"/tokens/{issued['id']}")[0] == 200
+    assert not works(shoal, cookie)
+    assert works(shoal, kept_cookie) and works(shoal, owner)
