@@ -707,7 +707,7 @@ def test_admin_page_manages_tenants_users_tokens_and_shared_templates(browser, s
     browser.wait(lambda: "bob" not in browser.text("#grants"), "the grant gone")
     # Delete bob (his token stops working) and the tenant: each asks twice.
     for css in ('#users tr[data-name="bob"] button.danger',
-                '#tenants tr[data-name="team-ui"] button'):
+                '#tenants tr[data-name="team-ui"] button.danger'):
         button = browser.find(css)
         button.click()
         assert button.text == "Really?"
@@ -716,3 +716,60 @@ def test_admin_page_manages_tenants_users_tokens_and_shared_templates(browser, s
     assert call(shoal, "GET", "/whoami", token=token)[0] == 401
     assert call(shoal, "GET", "/tenants/team-ui")[0] == 404
     browser.shot("done")
+
+
+def test_people_page_edits_quotas_and_roles_in_place(browser, shoal):
+    assert call(shoal, "POST", "/tenants", {"name": "team-edit", "max_clusters": 2})[0] == 201
+    assert call(shoal, "POST", "/users", {"name": "carol", "role": "user",
+                                          "max_nodes": 5})[0] == 201
+    logged_in(browser, shoal)
+    browser.get(shoal.url + "/ui/admin/people")
+    tenant_row = '#tenants tr[data-name="team-edit"]'
+
+    def field(row, name):
+        return browser.find(f"{row} [name={name}]")
+
+    def save(row):
+        browser.find(f"{row} button.save").click()
+
+    # A tenant's quotas: set one, set the other, then lift one by emptying it.
+    assert browser.driver.execute_script("return arguments[0].value",
+                                         field(tenant_row, "max_clusters")) == "2"
+    field(tenant_row, "max_clusters").clear()
+    field(tenant_row, "max_clusters").send_keys("5")
+    field(tenant_row, "max_nodes").send_keys("40")
+    save(tenant_row)
+    browser.wait(lambda: call(shoal, "GET", "/tenants/team-edit")[1]["max_nodes"] == 40,
+                 "the tenant's quotas")
+    assert call(shoal, "GET", "/tenants/team-edit")[1]["max_clusters"] == 5
+    browser.wait(lambda: browser.driver.execute_script(
+        "return arguments[0].value", field(tenant_row, "max_nodes")) == "40", "the page anew")
+    field(tenant_row, "max_clusters").clear()
+    save(tenant_row)
+    browser.wait(lambda: call(shoal, "GET", "/tenants/team-edit")[1]["max_clusters"] is None,
+                 "the limit lifted")
+    # Out of range: the API's reason beside that field of that row, nothing changed.
+    browser.wait(lambda: browser.find(tenant_row).is_displayed(), "the page anew")
+    field(tenant_row, "max_nodes").clear()
+    field(tenant_row, "max_nodes").send_keys("2000000000")
+    save(tenant_row)
+    browser.wait(lambda: browser.find(f'#tenant-edit-team-edit [data-field="max_nodes"]').text,
+                 "the refusal")
+    browser.shot("tenant-refused")
+    assert "max_nodes" in browser.text('#tenant-edit-team-edit [data-field="max_nodes"]')
+    assert call(shoal, "GET", "/tenants/team-edit")[1]["max_nodes"] == 40
+    # A user's role and quotas.
+    user_row = '#users tr[data-name="carol"]'
+    browser.get(shoal.url + "/ui/admin/people")
+    browser.find(f"{user_row} select[name=role] option[value=admin]").click()
+    field(user_row, "max_clusters").send_keys("3")
+    field(user_row, "max_nodes").clear()
+    save(user_row)
+    browser.wait(lambda: call(shoal, "GET", "/users/carol")[1]["role"] == "admin", "the role")
+    carol = call(shoal, "GET", "/users/carol")[1]
+    assert (carol["max_clusters"], carol["max_nodes"]) == (3, None)
+    browser.wait(lambda: browser.driver.execute_script(
+        "return arguments[0].value", field(user_row, "role")) == "admin", "the page anew")
+    browser.shot("edited")
+    assert call(shoal, "DELETE", "/users/carol")[0] == 200
+    assert call(shoal, "DELETE", "/tenants/team-edit")[0] == 200

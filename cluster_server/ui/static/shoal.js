@@ -711,10 +711,14 @@
         event.preventDefault();
         clearErrors(form);
         const data = {};
-        for (const input of form.querySelectorAll("input[name], select[name]")) {
+        // form.elements: also the inputs in a table row's cells that name this form.
+        for (const input of form.elements) {
+          if (!input.name || !["INPUT", "SELECT"].includes(input.tagName)) continue;
           const value = input.value.trim();
-          if (value === "") continue;  // unset: no quota, every user
-          data[input.name] = input.dataset.number ? Number(value) : value;
+          // Creating, an empty field is left unset (no quota, every user); editing
+          // (data-empty="null"), it lifts the limit.
+          if (value === "" && form.dataset.empty !== "null") continue;
+          data[input.name] = value === "" ? null : input.dataset.number ? Number(value) : value;
         }
         try {
           await api(form.dataset.method, form.dataset.path, data);
