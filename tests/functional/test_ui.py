@@ -773,3 +773,60 @@ def test_people_page_edits_quotas_and_roles_in_place(browser, shoal):
     browser.shot("edited")
     assert call(shoal, "DELETE", "/users/carol")[0] == 200
     assert call(shoal, "DELETE", "/tenants/team-edit")[0] == 200
+
+
+def test_drift_repair_and_orphans_from_the_cluster_page(browser, shoal):
+    """A node's sandbox removed behind Shoal's back (missing) and a sandbox labelled with the
+    cluster that no node holds (an orphan): found by the page's drift check, repaired and
+    deleted from the page after their plans, through the API `shoal cluster check` uses."""
+    import shutil
+
+    call(shoal, "POST", "/services", {"name": "idle", "description": "runs nothing"})
+    assert call(shoal, "POST", "/clustertemplates", {
+        "name": "idle-pair", "description": "nodes that run nothing",
+        "defaults": {"services": ["idle"], "provider": "local", "hardwaretype": "sandbox",
+                     "imagetype": "host"}})[0] == 201
+    shoal.run("cluster", "create", "drifty", "--template", "idle-pair", "--size", "2", "--wait")
+    [n1] = [p.parent.parent for p in (shoal.home / "nodes").glob("*/n1/.shoal/node.json")
+            if json.loads(p.read_text())["hostname"] == "drifty-n1"]
+    cluster_dir = n1.parent
+    shutil.rmtree(cluster_dir / "n2")  # its services run nothing: no process to stop
+    orphan = cluster_dir / "n7"
+    (orphan / ".shoal").mkdir(parents=True)
+    record = json.loads((n1 / ".shoal" / "node.json").read_text())
+    record.update(node_id="n7", hostname="drifty-n7")
+    (orphan / ".shoal" / "node.json").write_text(json.dumps(record))
+
+    logged_in(browser, shoal, "drifty")
+    browser.find("#check-drift").click()
+    browser.wait_text("#drift-line", "drift found on n2")
+    assert "1 orphan(s)" in browser.text("#drift-line")
+    browser.shot("drifted")
+    # Repair: the plan (which node, which tasks), then run and followed live.
+    browser.find("#repair-plan").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the repair plan")
+    assert "n2 (missing)" in browser.text("#repair-summary")
+    assert "CREATE on n2" in browser.text("#plan-task-list")
+    assert not (cluster_dir / "n2").exists()  # planning made nothing
+    confirm(browser, "Repair drifty")
+    browser.wait(lambda: browser.text("#op-kind") == "repair" or "n2" in browser.text("#tasks"),
+                 "the repair to start")
+    wait_status(browser, "ACTIVE")
+    assert (cluster_dir / "n2").exists()
+    # The orphan: listed, confirmed, deleted.
+    browser.find("#orphans-plan").click()
+    browser.wait(lambda: browser.find("#confirm").is_displayed(), "the orphans")
+    assert "/n7 (running, node n7" in browser.text("#orphan-list")
+    assert orphan.exists()
+    confirm(browser, "orphan")
+    browser.wait_text("#drift-line", "Deleted orphan(s)")
+    browser.shot("orphans-deleted")
+    assert not orphan.exists()
+    report = call(shoal, "POST", "/clusters/drifty/check", {})[1]
+    assert not report["drifted"] and {n["state"] for n in report["nodes"]} == {"ok"}
+    # Nothing left to do: each button says so beside the drift line.
+    browser.find("#repair-plan").click()
+    browser.wait_text("#drift-error", "nothing to repair")
+    browser.find("#orphans-plan").click()
+    browser.wait_text("#drift-error", "no orphans")
+    shoal.run("cluster", "delete", "drifty", "--wait")

@@ -320,6 +320,12 @@
 
     // Drift: compare with the provider now (the API's check), then show the page anew.
     const check = document.getElementById("check-drift");
+    // The nodes that drifted ("ok" ones are compared and fine; a report may drift by orphans).
+    const off = (nodes) => {
+      const drifted = nodes.filter((n) => n.state !== "ok");
+      return drifted.length ? " on " + drifted.map((n) => n.node + " (" + n.state + ")")
+        .join(", ") : "";
+    };
     if (check) {
       check.addEventListener("click", async () => {
         const error = document.getElementById("drift-error");
@@ -329,8 +335,7 @@
           const report = await api("POST", path + "/check", {});
           document.getElementById("drift-line").firstChild.textContent =
             "Drift check just now: " + (report.drifted ? "drift found" : "no drift") +
-            (report.drifted ? " on " + report.nodes.map((n) => n.node + " (" + n.state + ")")
-              .join(", ") : " (" + report.nodes.length + " nodes compared)") +
+            (report.drifted ? off(report.nodes) : " (" + report.nodes.length + " nodes compared)") +
             (report.orphans.length ? "; " + report.orphans.length + " orphan(s)" : "") + ". ";
         } catch (err) {
           error.textContent = err.message;
@@ -446,6 +451,68 @@
         }
       });
     });
+    // Drift repair and orphans, as `shoal cluster check --repair / --delete-orphans`: the same
+    // API call, first as a plan (dry run, or the check's list of orphans), run once confirmed.
+    const checkPath = path + "/check";
+    function driftError(err) {
+      const error = document.getElementById("drift-error");
+      error.textContent = err.message;
+      error.classList.add("shown");
+    }
+    function clearDriftError() {
+      const error = document.getElementById("drift-error");
+      error.textContent = "";
+      error.classList.remove("shown");
+    }
+    const repair = document.getElementById("repair-plan");
+    if (repair) {
+      repair.addEventListener("click", async () => {
+        clearDriftError();
+        try {
+          const report = await api("POST", checkPath, {repair: true, dry_run: true});
+          const broken = report.nodes.filter((n) => n.state === "missing" || n.state === "stopped");
+          const work = report.repair.tasks.filter((t) => t.action !== "JOIN");
+          const others = [...new Set(work.map((t) => t.node))]
+            .filter((node) => node && !broken.some((n) => n.node === node));
+          ask("Repair " + name + "?", [
+            el("p", {id: "repair-summary", text: "Replaces " + broken.map((n) => n.node + " (" +
+              n.state + ")").join(", ") + " in " + work.length + " tasks" +
+              (others.length ? "; also reconfigures " + others.join(", ") : "") + "."}),
+            el("ul", {id: "plan-task-list"}, ...work.slice(0, 20).map((t) =>
+              el("li", {text: t.action + (t.service ? " " + t.service : "") + " on " + t.node}))),
+          ], async () => {
+            const result = await api("POST", checkPath, {repair: true});
+            if (!result.repair || !result.repair.operation) throw new Error("nothing to repair any more");
+          });
+        } catch (err) {
+          driftError(err);
+        }
+      });
+    }
+    const orphans = document.getElementById("orphans-plan");
+    if (orphans) {
+      orphans.addEventListener("click", async () => {
+        clearDriftError();
+        try {
+          const report = await api("POST", checkPath, {});
+          if (!report.orphans.length) throw new Error("no orphans: every resource labelled " +
+                                                      "with " + name + " is one of its nodes");
+          ask("Delete " + report.orphans.length + " orphan(s) of " + name + "?", [
+            el("ul", {id: "orphan-list"}, ...report.orphans.map((o) => el("li", {text:
+              o.resource_id + " (" + o.state + (o.node ? ", node " + o.node : "") +
+              (o.address ? ", " + o.address : "") + ")"}))),
+            el("p", {text: "They hold no node of the cluster; deleting them cannot be undone."}),
+          ], async () => {
+            const result = await api("POST", checkPath, {delete_orphans: true});
+            document.getElementById("drift-line").firstChild.textContent =
+              "Deleted orphan(s): " + (result.deleted_orphans || []).join(", ") + ". ";
+          });
+        } catch (err) {
+          driftError(err);
+        }
+      });
+    }
+
     document.querySelectorAll(".control-form").forEach((form) => {
       form.addEventListener("submit", (event) => {
         event.preventDefault();
