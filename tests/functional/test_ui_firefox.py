@@ -49,6 +49,21 @@ def test_login_link_works_once_in_firefox(browser, shoal):
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert browser.driver.execute_script("return document.cookie") == ""
     assert shoal.token not in browser.driver.page_source
+    # Firefox keeps to the CSP: an injected inline script does not run, and the pages (the
+    # catalog editor with its vendored YAML parser too) load nothing from another origin.
+    ran = browser.driver.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
+        "document.body.append(s); return window.inlineRan === 1")
+    assert ran is False
+    for page, yaml in (("/ui/admin/services/web-backend", True),
+                       ("/ui/templates/local-web", False)):
+        browser.get(shoal.url + page)
+        browser.wait(lambda: browser.driver.execute_script(
+            "return document.readyState") == "complete", "the page")
+        loaded = browser.resources()
+        assert all(url.startswith(shoal.url + "/") for url in loaded), loaded
+        assert any(url.endswith("/ui/static/shoal.js") for url in loaded)
+        assert any("/ui/static/vendor/js-yaml" in url for url in loaded) is yaml, loaded
     # The same link again, without the session: refused.
     browser.driver.delete_all_cookies()
     browser.get(url)
