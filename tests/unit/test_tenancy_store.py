@@ -235,3 +235,38 @@ def test_quotas_and_durations_past_what_the_store_holds_are_refused(tmp_path):
     reply = client.post("/api/v1/users/alice/tokens", json={"expires_in": "99999999999999d"},
                         headers=headers)
     assert reply.status_code == 422 and "century" in reply.get_json()["error"]["message"]
+
+
+def test_a_principal_is_read_again_by_its_token_id(tmp_path):
+    """What a UI session checks on each request: the token behind it, by id."""
+    import time
+
+    from cluster_server import tenancy
+    from cluster_server.errors import Unauthorized
+    from cluster_server.tenancy.principal import Principal
+
+    store = Store(tmp_path / "shoal.db")
+    directory.create_user(store, "default", "ann", "admin")
+    issued = directory.issue_token(store, "default", "ann")
+    first = directory.principal_for_token(store, issued["token"])
+    assert tenancy.current(store, first) == first
+    directory.update_user(store, "default", "ann", {"role": "user"})
+    assert tenancy.current(store, first).role == "user"
+    directory.revoke_token(store, "default", issued["id"])
+    with pytest.raises(Unauthorized, match="revoked"):
+        tenancy.current(store, first)
+    brief = directory.issue_token(store, "default", "ann", expires_in_ms=1)
+    time.sleep(0.01)
+    with pytest.raises(Unauthorized, match="expired"):
+        directory.principal_for_token_id(store, brief["id"])
+    kept = directory.issue_token(store, "default", "ann")
+    directory.delete_user(store, "default", "ann")
+    with pytest.raises(Unauthorized, match="gone"):
+        directory.principal_for_token_id(store, kept["id"])
+    # The owner's session: its tenant must still be there.
+    directory.create_tenant(store, "gone-soon")
+    owner = Principal(user="owner", tenant="gone-soon", role="superadmin")
+    assert tenancy.current(store, owner) == owner
+    directory.delete_tenant(store, "gone-soon")
+    with pytest.raises(Unauthorized, match="deleted"):
+        tenancy.current(store, owner)
