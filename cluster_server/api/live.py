@@ -13,13 +13,13 @@ import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cluster_server import operations
+from cluster_server import operations, tenancy
 from cluster_server.api.clusters import CLUSTER, WAIT, operation_summary
 from cluster_server.api.common import json_body
 from cluster_server.contract.bodies import returns, takes
 from cluster_server.contract.params import INTEGER, accepts
 from cluster_server.contract.schema import INT, STR, Obj
-from cluster_server.errors import Forbidden, ShoalError
+from cluster_server.errors import Forbidden, ShoalError, Unauthorized
 from cluster_server.ui import sessions
 
 bp = Blueprint("live", __name__)
@@ -37,6 +37,7 @@ SSE_EVENT = {"type": "object", "properties": {
     "id": {"type": "string", "pattern": "^[0-9]+$"},
     "retry": {"type": "integer"}}}
 TICK = 0.1          # seconds between looks at the store while an operation runs
+RECHECK = 1.0       # seconds between looks at the token behind an open stream
 TAIL = 400          # characters of a task's output the stream carries
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 # A server time (seconds since the epoch): the first message lists the tasks changed since.
@@ -86,7 +87,9 @@ def cluster_stream(name):
     if not _open_streams.acquire(blocking=False):
         raise TooManyStreams("too many live streams open; poll /clusters/{name}/events instead",
                              {"reason": "stream limit (SHOAL_UI_STREAMS)"})
-    generator = _events(store, cluster["id"], after, since, time.monotonic() + wait)
+    principal = g.principal
+    generator = _events(store, cluster["id"], after, since, time.monotonic() + wait,
+                        lambda: tenancy.current(store, principal))
     response = Response(generator, mimetype="text/event-stream")
     # The server closes the response when the stream ends or the browser goes, also when it
     # never read a byte of it (a generator that never started runs no finally).
@@ -111,12 +114,21 @@ def _message(event, data, event_id=None):
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _events(store, cluster_id, after, since, deadline):
-    """The stream's messages: a first picture, then what changed, tick by tick."""
+def _events(store, cluster_id, after, since, deadline, allowed=lambda: None):
+    """The stream's messages: a first picture, then what changed, tick by tick. ``allowed``
+    raises Unauthorized once the token (or user) the stream was opened with is revoked, expired
+    or deleted: looked at every RECHECK seconds, it ends the stream (reopened, it is refused)."""
     yield b"retry: 1000\n\n"
     seen_tasks, seen_nodes, last = {}, None, None
     first = True
+    recheck = time.monotonic() + RECHECK
     while True:
+        if time.monotonic() >= recheck:
+            recheck = time.monotonic() + RECHECK
+            try:
+                allowed()
+            except Unauthorized:
+                return
         at = time.time()  # before the reads: a later look misses nothing changed after it
         with store.snapshot() as db:
             op = db.execute("SELECT id FROM operations WHERE cluster_id = ? ORDER BY created_at"

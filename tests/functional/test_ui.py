@@ -830,3 +830,26 @@ def test_drift_repair_and_orphans_from_the_cluster_page(browser, shoal):
     browser.find("#orphans-plan").click()
     browser.wait_text("#drift-error", "no orphans")
     shoal.run("cluster", "delete", "drifty", "--wait")
+
+
+def test_the_cluster_page_says_when_its_session_ends_while_following(browser, shoal, tmp_path):
+    """Its token revoked while the page follows an operation: the stream ends, and the page
+    says the session ended (and stops reconnecting) instead of showing stale progress."""
+    from shoal_testkit import catalog
+
+    shoal.run("catalog", "import", catalog.write(tmp_path / "slow", service_fields={
+        "db": {"install": {"sleep": 8}}}))
+    shoal.run("cluster", "create", "followed", "--template", "fake-stack", "--size", "2")
+    assert call(shoal, "POST", "/users", {"name": "vera", "role": "admin"})[0] == 201
+    status, issued = call(shoal, "POST", "/users/vera/tokens", {})
+    assert status == 201
+    browser.get(login_url(as_user(shoal, issued["token"]), "followed"))
+    browser.wait_text("#live-state", "live")
+    assert call(shoal, "DELETE", f"/tokens/{issued['id']}")[0] == 200
+    browser.wait_text("#live-state", "session has ended")
+    browser.shot("session-ended")
+    assert "revoked" in browser.text("#live-state")
+    assert call(shoal, "GET", "/clusters/followed")[1]["operation"]["status"] == "RUNNING"
+    wait_finished(shoal, "followed")
+    shoal.run("cluster", "delete", "followed", "--wait")
+    assert call(shoal, "DELETE", "/users/vera")[0] == 200

@@ -10,6 +10,7 @@ import urllib.parse
 
 import pytest
 
+from tests.cloudkit import wait_finished
 from tests.conftest import Shoal
 from tests.uikit import fetch
 
@@ -124,3 +125,34 @@ def test_the_owners_session_lasts_and_other_sessions_are_untouched(shoal):
     assert call(shoal, "DELETE", f"/tokens/{issued['id']}")[0] == 200
     assert not works(shoal, cookie)
     assert works(shoal, kept_cookie) and works(shoal, owner)
+
+
+def test_an_open_stream_ends_when_its_token_is_revoked(shoal, tmp_path):
+    """A live stream (the cluster page's) opened with a session ends soon after the token
+    behind it is revoked, while the operation it follows still runs; opened again, refused."""
+    from shoal_testkit import catalog
+
+    shoal.run("catalog", "import", catalog.write(tmp_path / "slow", service_fields={
+        "db": {"install": {"sleep": 8}}}))
+    shoal.run("cluster", "create", "slow", "--template", "fake-stack", "--size", "2")
+    issued = user_with_token(shoal, "sven", role="admin")  # an admin sees the tenant's clusters
+    cookie = session(shoal, issued["token"])
+    parts = urllib.parse.urlsplit(shoal.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request("GET", "/api/v1/clusters/slow/stream?wait=30",
+                           headers={"Cookie": f"shoal_session={cookie}"})
+        response = connection.getresponse()
+        assert response.status == 200
+        assert b"event: progress" in response.readline() + response.readline() + \
+            response.readline() + response.readline()
+        assert call(shoal, "DELETE", f"/tokens/{issued['id']}")[0] == 200
+        rest = response.read()  # until the server ends the stream
+    finally:
+        connection.close()
+    assert b"event: end" not in rest
+    cluster = call(shoal, "GET", "/clusters/slow")[1]
+    assert cluster["operation"]["status"] == "RUNNING"  # the revocation ended it, not the op
+    assert fetch(shoal.url + "/api/v1/clusters/slow/stream", cookie)[0] == 401
+    wait_finished(shoal, "slow")
+    shoal.run("cluster", "delete", "slow", "--wait", timeout=120)

@@ -309,11 +309,19 @@
       });
       source.onerror = () => {
         // The stream ends after a while (it holds a server thread): open it again from where
-        // it was, with the newest time and event seen.
+        // it was, with the newest time and event seen - unless the session has ended (its
+        // token revoked, expired or deleted, or a logout elsewhere): then say so and stop.
         if (source) source.close();
         source = null;
         state.textContent = "reconnecting";
-        setTimeout(connect, 500);
+        api("GET", "/whoami").then(() => setTimeout(connect, 500), (err) => {
+          if (err.status === 401) {
+            state.textContent = err.message;  // "this browser session has ended: ..."
+            state.classList.add("error");
+          } else {
+            setTimeout(connect, 500);
+          }
+        });
       };
     }
     root.live = connect;
