@@ -490,7 +490,9 @@
               el("li", {text: t.action + (t.service ? " " + t.service : "") + " on " + t.node}))),
           ], async () => {
             const result = await api("POST", checkPath, {repair: true});
-            if (!result.repair || !result.repair.operation) throw new Error("nothing to repair any more");
+            if (!result.repair || !result.repair.operation) {
+              throw new Error("nothing to repair any more");
+            }
           });
         } catch (err) {
           driftError(err);
