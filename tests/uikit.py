@@ -137,7 +137,7 @@ def fetch(url, cookie=None, method="GET", data=None, headers=None):
         return error.code, error.headers, error.read()
 
 
-# -- Firefox ----------------------------------------------------------------------------------------
+# -- Firefox ---------------------------------------------------------------------------------------
 
 FIREFOX = "/usr/bin/firefox-esr"
 
