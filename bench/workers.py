@@ -56,12 +56,13 @@ class CeleryCall:
 
     def __init__(self, client, queue, sleep=0.0):
         self.client, self.queue, self.sleep = client, queue, sleep
+        self.consumed = []
 
     def run(self, task, operation):
         pending = self.client.send(f"{task['id']}@{task['attempts'] + 1}.{uuid.uuid4().hex[:6]}",
                                    {"method": "noop", "args": {"sleep": self.sleep}}, self.queue)
         outcome = self.client.wait(pending)
-        self.client.forget(pending)
+        self.consumed.append(pending.call_id)  # removed at the run's end, as the executor does
         return TaskOutcome(bool(outcome.get("ok")), outcome.get("message", ""))
 
 
@@ -69,7 +70,8 @@ def celery_runs(specs, client, queue, sleep, runs):
     times = []
     with tempfile.TemporaryDirectory() as home:
         store = Store(Path(home) / "shoal.db")
-        executor = Executor(store, CeleryCall(client, queue, sleep), Settings(workers=IN_FLIGHT),
+        runner = CeleryCall(client, queue, sleep)
+        executor = Executor(store, runner, Settings(workers=IN_FLIGHT),
                             dispatch=ThreadDispatch(IN_FLIGHT))
         for number in range(runs):
             operation = store_plan(store, specs, number)
@@ -77,6 +79,8 @@ def celery_runs(specs, client, queue, sleep, runs):
             ok, failed = executor.run(operation)
             times.append(time.perf_counter() - started)
             assert ok and failed is None, (ok, failed)
+            client.consumed(runner.consumed)
+            runner.consumed = []
         executor.dispatch.shutdown()
     return times
 

@@ -239,6 +239,11 @@ class Automator(abc.ABC):
 
     #: name -> Field; the action's ``fields`` in the service definition.
     fields = {}
+    #: True when ``run`` reads every node of the cluster from ``context["nodes"]`` (its tool
+    #: is handed the whole cluster, as Ansible's inventory is). Others get the node and the
+    #: cluster's ids and config only when the call travels (to a Celery worker): every node in
+    #: every message makes a create of N nodes send N x N nodes.
+    needs_nodes = False
 
     def __init__(self, home, resources=None):
         self.home = home

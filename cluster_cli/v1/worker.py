@@ -27,6 +27,9 @@ class StartWorker(ShoalCommand):
         parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
                             help="Celery pool: prefork (default: a lost process's task is "
                                  "delivered again at once) or threads")
+        parser.add_argument("--loglevel", default="WARNING",
+                            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                            help="Celery's log level (default WARNING; INFO logs every call)")
         parser.add_argument("--detach", action="store_true",
                             help="run in the background; log and pid under SHOAL_HOME/workers")
         return parser
@@ -37,7 +40,7 @@ class StartWorker(ShoalCommand):
             raise ClientError("no broker: --broker redis://HOST:PORT/DB or SHOAL_BROKER")
         argv = [sys.executable, "-m", "cluster_server.workers.worker", "--broker", broker,
                 "--queues", parsed_args.queues, "--concurrency", str(parsed_args.concurrency),
-                "--pool", parsed_args.pool]
+                "--pool", parsed_args.pool, "--loglevel", parsed_args.loglevel]
         if parsed_args.name:
             argv += ["--name", parsed_args.name]
         if not parsed_args.detach:

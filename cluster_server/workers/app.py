@@ -60,13 +60,17 @@ def make_app(broker):
         # timeout (tests of a lost machine), look every half timeout.
         transport.update(unacked_restore_interval=max(1, int(timeout / 2)),
                          unacked_restore_throttle=1)
-    app = Celery("shoal", broker=broker, backend=broker, set_as_current=False)
+    # Celery's Redis result backend storing a result in one round trip (results.py).
+    app = Celery("shoal", broker=broker, backend="cluster_server.workers.results:Results+" + broker,
+                 set_as_current=False)
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_track_started=True,  # the server learns which worker took a task
+        # Off: the worker's claim says who took a call, in the same round trip (worker.py),
+        # where Celery's STARTED would store and publish a state of its own.
+        task_track_started=False,
         result_expires=result_expires(),
         result_backend_always_retry=True,  # a broker restart delays an outcome, never loses it
         result_backend_max_retries=10_000,

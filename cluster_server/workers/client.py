@@ -50,14 +50,15 @@ class WorkerClient:
         self.broker = broker
         self.app = celery_app.make_app(broker)
         self.app.conf.broker_pool_limit = 64  # a connection per sending thread, not 10 shared
-        # Celery's Redis backend subscribes to each sent task's channel for AsyncResult.get;
-        # nobody reads those subscriptions here (one pattern subscription below hears every
-        # result), and their unread messages would pile up until Redis drops the connection.
-        self.app.backend.on_task_call = lambda producer, task_id: None
         self.redis = self.app.backend.client
         self.expires = int(celery_app.result_expires())
         self.lock = threading.Lock()
         self.pending = {}  # call id -> Pending
+        # Call ids that may have been published already: by an earlier server (their SENT
+        # marks, read once) or by this one. Only these are looked up before sending; any other
+        # call is new, and the look-up would be a round trip for nothing.
+        self.earlier = None
+        self.sent = set()
         self.stopped = False
         self.thread = threading.Thread(target=self._listen, daemon=True, name="shoal-results")
         self.thread.start()
@@ -72,7 +73,7 @@ class WorkerClient:
         pending = Pending(call_id, on_start)
         with self.lock:
             self.pending[call_id] = pending
-        if not fresh:
+        if not fresh and self._maybe_sent(call_id):
             raw, sent = self._retrying(lambda: self.redis.pipeline(transaction=False).get(
                 META + call_id).exists(SENT + call_id).execute())
             if raw:
@@ -83,10 +84,38 @@ class WorkerClient:
                 return pending  # queued or running since before a restart: wait for it
         self._retrying(lambda: self.app.send_task(
             celery_app.TASK, args=[message], task_id=call_id, queue=queue, expires=expires,
-            retry=False))
+            retry=False,
+            # Celery would put a repr of the message in its headers (for monitors): time
+            # spent on every call, and the inputs of an action shown where no one asked.
+            argsrepr="(call)", kwargsrepr="{}"))
         if not fresh:
             self._retrying(lambda: self.redis.set(SENT + call_id, b"1", ex=self.expires))
+            with self.lock:
+                self.sent.add(call_id)
         return pending
+
+    def _maybe_sent(self, call_id):
+        if self.earlier is None:
+            found = self._retrying(lambda: {
+                key[len(SENT):].decode() for key in self.redis.scan_iter(SENT + "*", 1000)})
+            with self.lock:
+                if self.earlier is None:
+                    self.earlier = found
+        with self.lock:
+            return call_id in self.earlier or call_id in self.sent
+
+    def consumed(self, call_ids):
+        """The server recorded these calls' outcomes: their results and marks can go."""
+        with self.lock:
+            self.sent.difference_update(call_ids)
+            if self.earlier:
+                self.earlier.difference_update(call_ids)
+        for start in range(0, len(call_ids), 500):
+            keys = [k for c in call_ids[start:start + 500] for k in (META + c, SENT + c)]
+            try:
+                self.redis.delete(*keys)
+            except Exception:  # noqa: BLE001 (they expire anyway)
+                LOG.warning("could not remove %d results from the broker", len(keys) // 2)
 
     def _retrying(self, fn):
         """``fn()``, waiting out a broker that is down (restarted): the operation waits and
@@ -119,6 +148,7 @@ class WorkerClient:
     def forget(self, pending):
         with self.lock:
             self.pending.pop(pending.call_id, None)
+            self.sent.discard(pending.call_id)
         try:
             self.redis.delete(META + pending.call_id, SENT + pending.call_id)
         except Exception:  # noqa: BLE001 (it expires anyway)

@@ -136,13 +136,7 @@ class RemoteRunner(TaskRunner):
         """The executor recorded every outcome of the run: its calls' results can go."""
         with self.consumed_lock:
             calls = self.consumed.pop(operation_id, [])
-        for start in range(0, len(calls), 500):
-            keys = [k for c in calls[start:start + 500]
-                    for k in ("celery-task-meta-" + c, "shoal-sent:" + c)]
-            try:
-                self.client.redis.delete(*keys)
-            except Exception:  # noqa: BLE001 (they expire anyway)
-                LOG.warning("could not remove %d results from the broker", len(keys) // 2)
+        self.client.consumed(calls)
 
     def provider(self, cluster):
         with self.lock:
@@ -159,8 +153,8 @@ class RemoteRunner(TaskRunner):
             return provider
 
     def automator(self, kind, tenant="default"):
-        plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)  # missing: the same error
-        return RemoteAutomator(self, kind, tenant)
+        cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)  # missing: same error
+        return RemoteAutomator(self, kind, tenant, cls.needs_nodes)
 
     def scripts(self, tenant, fields):
         """The active plugin-resource scripts that the action's fields name (a shell action's
@@ -300,12 +294,15 @@ class RemoteTransport:
 
 
 class RemoteAutomator:
-    def __init__(self, runner, kind, tenant):
+    def __init__(self, runner, kind, tenant, needs_nodes):
         self.runner = runner
         self.kind = kind
         self.tenant = tenant
+        self.needs_nodes = needs_nodes
 
     def run(self, action, service, fields, context, transport):
+        if not self.needs_nodes:
+            context = {k: v for k, v in context.items() if k != "nodes"}
         result = self.runner.call(transport.provider, "action", {
             "info": transport.info.to_dict(), "kind": self.kind, "action": action,
             "service": service, "fields": json.loads(json.dumps(fields)),

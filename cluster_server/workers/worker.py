@@ -170,14 +170,19 @@ def register(app, calls):
         from celery.exceptions import Ignore
 
         worker = self.request.hostname or socket.gethostname()
-        client = app.backend.client
         key = CLAIM + self.request.id
         # A claim taken first by the server means it withdrew the call (its operation was
         # cancelled before any worker took it). A claim by a worker means this is a delivery
-        # again after that worker died: run it (calls are idempotent).
-        if not client.set(key, worker, nx=True, ex=int(celery_app.result_expires())):
-            if client.get(key) == b"revoked":
-                raise Ignore()
+        # again after that worker died: run it (calls are idempotent). The server hears who
+        # took it on the result's channel, as Celery's STARTED state would say, but unstored.
+        pipe = app.backend.client.pipeline(transaction=False)
+        pipe.set(key, worker, nx=True, ex=int(celery_app.result_expires()))
+        pipe.get(key)
+        pipe.publish(app.backend.get_key_for_task(self.request.id),
+                     json.dumps({"status": "STARTED", "result": {"hostname": worker}}))
+        claimed, holder, _ = pipe.execute()
+        if not claimed and holder == b"revoked":
+            raise Ignore()
         return outcome(calls, message, worker)
 
     return call
@@ -196,7 +201,8 @@ def main(argv=None):
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--name", default="")
     parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"))
-    parser.add_argument("--loglevel", default="INFO")
+    # Celery's own default: INFO logs two lines a call, each with the whole message.
+    parser.add_argument("--loglevel", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -214,6 +220,13 @@ def main(argv=None):
         print(f"shoal worker: {error.message}", file=sys.stderr)
         return 2
     name = args.name or f"shoal-{os.getpid()}@{socket.gethostname()}"
+    from celery.signals import worker_ready
+
+    @worker_ready.connect(weak=False)
+    def ready(sender=None, **_):
+        # Said at any log level (Celery's own "ready." line is INFO, below the default).
+        print(f"shoal worker {sender.hostname} ready.", file=sys.stderr, flush=True)
+
     app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(args.concurrency), "-n", name,
                      "-P", args.pool, f"--loglevel={args.loglevel}", "--without-gossip",
                      "--without-mingle"])

@@ -156,6 +156,8 @@ def _unpack(archive, target):
 class AnsibleAutomator(Automator):
     """Runs ``ansible-playbook`` against the node, over SSH with its pinned host key."""
 
+    needs_nodes = True  # the play sees the cluster (variable ``shoal``)
+
     fields = {
         "playbook": Field(required=True, help="'<archive>/<path>': a playbook inside an active "
                                               "'archives' resource; else a playbook shipped "
