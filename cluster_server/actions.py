@@ -42,6 +42,7 @@ class TaskRunner:
         # transport of a machine the node no longer has.
         self.transports = {}
         self.contexts = {}  # cluster id -> (its nodes_version, macros.prepare()d context)
+        self.specs = {}  # cluster id -> (its sealed spec, the spec)
         # Replacing a failed node (delete + create) off the polling thread; rare, so few.
         self.replacer = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="shoal-replace")
@@ -53,7 +54,15 @@ class TaskRunner:
         row = self.store.db.execute(
             "SELECT id, name, tenant, spec, nodes_version FROM clusters WHERE id = ?",
             [cluster_id]).fetchone()
-        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": self.store.unseal(row[3]),
+        # The spec is sealed (Fernet) and holds the cluster's whole catalog: opened once per
+        # change of it, not by every task (shared, read-only, by every task of the cluster).
+        with self.lock:
+            cached = self.specs.get(row[0])
+        if cached is None or cached[0] != row[3]:
+            cached = (row[3], self.store.unseal(row[3]))
+            with self.lock:
+                self.specs[row[0]] = cached
+        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": cached[1],
                 "nodes_version": row[4]}
 
     def node(self, cluster_id, node_id):
