@@ -136,7 +136,9 @@ class TaskRunner:
         managed resources masked: an action may echo what its macros expanded to."""
         cluster = self.cluster(operation["cluster_id"])
         outcome = self._run(task, operation, cluster)
-        hidden = managed_records.passwords(self.store, cluster["id"])
+        # A cluster whose template declares no managed resources has none to look up.
+        hidden = managed_records.passwords(self.store, cluster["id"]) \
+            if cluster["spec"].get("resources") else []
         if not hidden:
             return outcome
         if isinstance(outcome, concurrent.futures.Future):
@@ -323,7 +325,8 @@ class TaskRunner:
                                             "owner": spec.get("owner", "")},
                                 "self": node["id"],
                                 "resources": managed_records.macro_context(self.store,
-                                                                           cluster["id"])})
+                                                                           cluster["id"])
+                                if spec.get("resources") else {}})
 
     def service_action(self, task, cluster, node):
         service = cluster["spec"]["services"][task["service"]]
