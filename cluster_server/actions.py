@@ -42,6 +42,7 @@ class TaskRunner:
         # transport of a machine the node no longer has.
         self.transports = {}
         self.contexts = {}  # cluster id -> (its nodes_version, macros.prepare()d context)
+        self.specs = {}  # cluster id -> (its sealed spec, the spec)
         # Replacing a failed node (delete + create) off the polling thread; rare, so few.
         self.replacer = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="shoal-replace")
@@ -53,7 +54,15 @@ class TaskRunner:
         row = self.store.db.execute(
             "SELECT id, name, tenant, spec, nodes_version FROM clusters WHERE id = ?",
             [cluster_id]).fetchone()
-        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": self.store.unseal(row[3]),
+        # The spec is sealed (Fernet) and holds the cluster's whole catalog: opened once per
+        # change of it, not by every task (shared, read-only, by every task of the cluster).
+        with self.lock:
+            cached = self.specs.get(row[0])
+        if cached is None or cached[0] != row[3]:
+            cached = (row[3], self.store.unseal(row[3]))
+            with self.lock:
+                self.specs[row[0]] = cached
+        return {"id": row[0], "name": row[1], "tenant": row[2], "spec": cached[1],
                 "nodes_version": row[4]}
 
     def node(self, cluster_id, node_id):
@@ -127,7 +136,9 @@ class TaskRunner:
         managed resources masked: an action may echo what its macros expanded to."""
         cluster = self.cluster(operation["cluster_id"])
         outcome = self._run(task, operation, cluster)
-        hidden = managed_records.passwords(self.store, cluster["id"])
+        # A cluster whose template declares no managed resources has none to look up.
+        hidden = managed_records.passwords(self.store, cluster["id"]) \
+            if cluster["spec"].get("resources") else []
         if not hidden:
             return outcome
         if isinstance(outcome, concurrent.futures.Future):
@@ -314,7 +325,8 @@ class TaskRunner:
                                             "owner": spec.get("owner", "")},
                                 "self": node["id"],
                                 "resources": managed_records.macro_context(self.store,
-                                                                           cluster["id"])})
+                                                                           cluster["id"])
+                                if spec.get("resources") else {}})
 
     def service_action(self, task, cluster, node):
         service = cluster["spec"]["services"][task["service"]]

@@ -12,6 +12,7 @@ import getpass
 import os
 import posixpath
 import re
+import select
 import shlex
 import socket
 import subprocess
@@ -352,13 +353,6 @@ class SSHTransport(Transport):
     def _exec(self, chan, command, stdin):
         out, err = _Tail(), _Tail()
 
-        def drain(recv, tail):
-            try:
-                while data := recv(32768):
-                    tail.add(data)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
         def feed():
             try:
                 if stdin:
@@ -371,18 +365,50 @@ class SSHTransport(Transport):
             chan.exec_command(command)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise TransportError(f"cannot run a command on {self.address}: {exc}") from exc
-        threads = [threading.Thread(target=drain, args=(chan.recv, out), daemon=True),
-                   threading.Thread(target=drain, args=(chan.recv_stderr, err), daemon=True),
-                   threading.Thread(target=feed, daemon=True)]
-        for thread in threads:
-            thread.start()
+        # Input, when there is some, is written by a thread of its own (the command may read it
+        # only as it writes); both outputs are read here. Reading them on two more threads per
+        # command cost two thread starts and joins, and their turns at the interpreter, for
+        # every action.
+        feeder = threading.Thread(target=feed, daemon=True) if stdin else None
+        if feeder:
+            feeder.start()
+        else:
+            feed()
+        # Readable while either stream holds data, and once EOF came. poll, not select: a
+        # server with thousands of connections has descriptors above select's 1024.
+        wake = select.poll()
+        wake.register(chan.fileno(), select.POLLIN)
+        deadline = None
+        try:
+            while True:
+                while chan.recv_ready():
+                    out.add(chan.recv(32768))
+                while chan.recv_stderr_ready():
+                    err.add(chan.recv_stderr(32768))
+                if chan.eof_received or chan.closed:
+                    break  # both streams read to their end
+                wait = 1000
+                if chan.exit_status_ready():
+                    # Exited, but a daemon it started may hold the streams open: wait for
+                    # the end of the output only a little.
+                    deadline = deadline or time.monotonic() + self.eof_grace
+                    if time.monotonic() > deadline:
+                        break
+                    wait = 100
+                # Output and EOF wake the poll; an exit status alone (that daemon) does not,
+                # so look again every second while the command runs.
+                wake.poll(wait)
+            # What came between the last reads and the end.
+            while chan.recv_ready():
+                out.add(chan.recv(32768))
+            while chan.recv_stderr_ready():
+                err.add(chan.recv_stderr(32768))
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the connection went: the exit status below says so
         code = chan.recv_exit_status()  # set on exit-status, or when the channel closes
-        deadline = time.monotonic() + self.eof_grace
-        for thread in threads[:2]:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        chan.close()  # wakes a reader still blocked behind a daemon holding the stream open
-        for thread in threads:
-            thread.join()
+        chan.close()  # wakes the feeder if it is still blocked
+        if feeder:
+            feeder.join()
         if code == -1:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():

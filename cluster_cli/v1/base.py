@@ -15,6 +15,16 @@ class ClientMixin:
         # the command (about 0.3 s); all our commands come from Shoal itself.
         return self._epilog or ""
 
+    def _load_hooks(self):
+        # Shoal declares no cliff command hooks; looking for them reads every installed
+        # package's entry points (see cluster_cli/formatters.py).
+        self._hooks = []
+
+    def _load_formatter_plugins(self):
+        from cluster_cli import formatters
+
+        return formatters.manager(self.formatter_namespace)
+
     @property
     def client(self):
         return self.app.client

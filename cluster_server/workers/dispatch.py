@@ -90,15 +90,22 @@ class Notes:
             self.wake.clear()
             with self.lock:
                 rows, self.rows = self.rows, []
+            queued = [(value, task_id) for kind, value, task_id in rows if kind == "queued"]
+            started = [(value, task_id) for kind, value, task_id in rows if kind == "started"]
             try:
+                # Two statements for the batch, not one per row (see Executor._record: each
+                # statement step gives the interpreter up to the task threads).
                 with self.store.write() as db:
-                    for kind, value, task_id in rows:
-                        if kind == "queued":
-                            db.execute("UPDATE tasks SET queue = ?, worker = NULL WHERE id = ?",
-                                       [value, task_id])
-                        else:
-                            db.execute("UPDATE tasks SET worker = ? WHERE id = ?",
-                                       [value, task_id])
+                    if queued:
+                        db.execute("UPDATE tasks SET queue = json_extract(r.value, '$[0]'),"
+                                   " worker = NULL FROM json_each(?) AS r"
+                                   " WHERE tasks.id = json_extract(r.value, '$[1]')",
+                                   [json.dumps(queued)])
+                    if started:
+                        db.execute("UPDATE tasks SET worker = json_extract(r.value, '$[0]')"
+                                   " FROM json_each(?) AS r"
+                                   " WHERE tasks.id = json_extract(r.value, '$[1]')",
+                                   [json.dumps(started)])
             except Exception:  # noqa: BLE001 (a note lost is a column left blank)
                 LOG.exception("could not note the workers of %d tasks", len(rows))
 

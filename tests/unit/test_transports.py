@@ -120,6 +120,33 @@ def test_ssh_cwd_stdin_exit_code_and_put(ssh_host):
     transport.close()
 
 
+def test_ssh_reads_both_streams_to_their_end(ssh_host):
+    # Both outputs are read on the calling thread: more than a channel window (2 MiB) of each,
+    # interleaved, must all arrive (the tail kept) without the command blocking on a full pipe.
+    transport = ssh_transport(ssh_host)
+    script = ("import sys\n"
+              "for i in range(3000):\n"
+              "    sys.stdout.write('o%05d' % i + 'x' * 994 + '\\n')\n"
+              "    sys.stderr.write('e%05d' % i + 'y' * 994 + '\\n')\n"
+              "sys.exit(7)\n")
+    result = transport.run(["python3", "-c", script])
+    assert result.exit_code == 7
+    assert result.stdout.endswith("o02999" + "x" * 994 + "\n")
+    assert result.stderr.endswith("e02999" + "y" * 994 + "\n")
+    assert len(result.stdout) == len(result.stderr) == 1024 * 1024  # the last MiB of 3 MB
+    assert transport.run(["cat"], stdin=b"x" * 300_000).stdout == "x" * 300_000
+    transport.close()
+
+
+def test_ssh_daemon_holding_stdout_does_not_hang_run(ssh_host):
+    transport = ssh_transport(ssh_host)
+    started = time.monotonic()
+    result = transport.run(["sh", "-c", "sleep 30 & echo started"])
+    assert (result.exit_code, result.stdout) == (0, "started\n")
+    assert time.monotonic() - started < 25  # the eof grace (2 s), not the daemon's 30 s
+    transport.close()
+
+
 def test_ssh_put_is_private_from_its_first_byte(ssh_host, monkeypatch):
     # The cluster's config goes to nodes with mode 0600: no moment where others can read it.
     import paramiko
