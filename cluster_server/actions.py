@@ -65,6 +65,12 @@ class TaskRunner:
         return {"id": row[0], "name": row[1], "tenant": row[2], "spec": cached[1],
                 "nodes_version": row[4]}
 
+    def forget_cluster(self, cluster_id):
+        """The cluster is deleted: its cached spec and macro context can go."""
+        with self.lock:
+            self.specs.pop(cluster_id, None)
+            self.contexts.pop(cluster_id, None)
+
     def node(self, cluster_id, node_id):
         row = self.store.db.execute(
             "SELECT id, hostname, hardwaretype, imagetype, services, status, facts FROM nodes"

@@ -233,6 +233,7 @@ class Engine:
                 managed_records.mark_deleted(db, cluster_id)
                 db.execute("UPDATE clusters SET status = 'DELETED', updated_at = ? WHERE id = ?",
                            [time.time(), cluster_id])
+                self.runner.forget_cluster(cluster_id)
             else:
                 db.execute("DELETE FROM nodes WHERE cluster_id = ? AND status IN"
                            " ('REMOVING', 'DELETED')", [cluster_id])
