@@ -120,6 +120,41 @@ class Browser:
             ".map(e => e.name))")
 
 
+def ui_server(tmp_path_factory, name):
+    """A real server with the shipped catalog for a module of browser tests (a generator for a
+    module-scoped fixture): the clusters the tests left are deleted before it stops."""
+    from tests.cloudkit import api as rest
+    from tests.conftest import Shoal
+
+    client = Shoal(tmp_path_factory.mktemp(name) / "home", default_catalog=True)
+    client.run("server", "start")
+    yield client
+    for cluster in rest(client, "/clusters"):
+        client.run("cluster", "delete", cluster["name"], "--wait", check=False)
+    client.run("server", "stop")
+
+
+def fresh(browser, request, shoal):
+    """``browser`` for the test ``request`` runs: its screenshots named after the test, and no
+    cookie of the server's origin left from the test before."""
+    browser.test = request.node.name
+    browser.shots = 0
+    browser.driver.get(shoal.url + "/ui/logged-out")  # a page of the origin, to clear its cookies
+    browser.driver.delete_all_cookies()
+    return browser
+
+
+def call(shoal, method, path, body=None, token=None):
+    """(status, JSON) of an API call with the owner's token (or ``token``)."""
+    import json
+
+    status, _, answer = fetch(shoal.url + "/api/v1" + path, method=method,
+                              data=None if body is None else json.dumps(body).encode(),
+                              headers={"Authorization": "Bearer " + (token or shoal.token),
+                                       "Content-Type": "application/json"})
+    return status, json.loads(answer or b"null")
+
+
 def login_url(shoal, cluster=None):
     args = ["ui"] + (["--cluster", cluster] if cluster else [])
     return shoal.run(*args).stdout.strip()

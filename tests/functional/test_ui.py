@@ -11,19 +11,14 @@ import pytest
 from tests.cloudkit import api as rest, wait_finished
 from tests.conftest import Shoal
 from tests.uiflows import yaml_editor_flow
-from tests.uikit import Browser, fetch, login_url, need_browser
+from tests.uikit import Browser, call, fetch, fresh, login_url, need_browser, ui_server
 
 pytestmark = need_browser
 
 
 @pytest.fixture(scope="module")
 def shoal(tmp_path_factory):
-    client = Shoal(tmp_path_factory.mktemp("ui") / "home", default_catalog=True)
-    client.run("server", "start")
-    yield client
-    for cluster in rest(client, "/clusters"):
-        client.run("cluster", "delete", cluster["name"], "--wait", check=False)
-    client.run("server", "stop")
+    yield from ui_server(tmp_path_factory, "ui")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +30,7 @@ def chromium():
 
 @pytest.fixture
 def browser(chromium, request, shoal):
-    chromium.test = request.node.name
-    chromium.shots = 0
-    chromium.driver.get(shoal.url + "/ui/logged-out")  # a page of the origin, to clear its cookies
-    chromium.driver.delete_all_cookies()
-    return chromium
+    return fresh(chromium, request, shoal)
 
 
 def logged_in(browser, shoal, cluster=None):
@@ -562,15 +553,6 @@ def test_no_page_loads_anything_from_another_origin_or_breaks_the_csp(browser, s
 
 
 # -- (6) tenancy: leases, a user's session, tenants and users --------------------------------------
-
-
-def call(shoal, method, path, body=None, token=None):
-    """(status, JSON) of an API call with the owner's token (or ``token``)."""
-    status, _, answer = fetch(shoal.url + "/api/v1" + path, method=method,
-                              data=None if body is None else json.dumps(body).encode(),
-                              headers={"Authorization": "Bearer " + (token or shoal.token),
-                                       "Content-Type": "application/json"})
-    return status, json.loads(answer or b"null")
 
 
 def as_user(shoal, token):

@@ -6,22 +6,15 @@ import json
 
 import pytest
 
-from tests.cloudkit import api as rest
-from tests.conftest import Shoal
 from tests.uiflows import type_into, value, yaml_editor_flow
-from tests.uikit import Firefox, fetch, login_url, need_firefox
+from tests.uikit import Firefox, fetch, fresh, login_url, need_firefox, ui_server
 
 pytestmark = need_firefox
 
 
 @pytest.fixture(scope="module")
 def shoal(tmp_path_factory):
-    client = Shoal(tmp_path_factory.mktemp("ui-firefox") / "home", default_catalog=True)
-    client.run("server", "start")
-    yield client
-    for cluster in rest(client, "/clusters"):
-        client.run("cluster", "delete", cluster["name"], "--wait", check=False)
-    client.run("server", "stop")
+    yield from ui_server(tmp_path_factory, "ui-firefox")
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +26,7 @@ def firefox():
 
 @pytest.fixture
 def browser(firefox, request, shoal):
-    firefox.test = request.node.name
-    firefox.shots = 0
-    firefox.driver.get(shoal.url + "/ui/logged-out")  # a page of the origin, to clear its cookies
-    firefox.driver.delete_all_cookies()
-    return firefox
+    return fresh(firefox, request, shoal)
 
 
 def test_login_link_works_once_in_firefox(browser, shoal):

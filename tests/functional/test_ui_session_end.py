@@ -12,7 +12,7 @@ import pytest
 
 from tests.cloudkit import wait_finished
 from tests.conftest import Shoal
-from tests.uikit import fetch
+from tests.uikit import call, fetch
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,6 @@ def shoal(tmp_path_factory):
     client.run("server", "start")
     yield client
     client.run("server", "stop")
-
-
-def call(shoal, method, path, body=None, token=None):
-    status, _, answer = fetch(shoal.url + "/api/v1" + path, method=method,
-                              data=None if body is None else json.dumps(body).encode(),
-                              headers={"Authorization": "Bearer " + (token or shoal.token),
-                                       "Content-Type": "application/json"})
-    return status, json.loads(answer or b"null")
 
 
 def session(shoal, token):
