@@ -220,6 +220,17 @@ def host_key(port):
 # -- (d) bare paramiko --------------------------------------------------------------------------
 
 
+def thread_per_item(work, items):
+    """Seconds for ``work(item)`` on a thread per item, all started at once."""
+    threads = [threading.Thread(target=work, args=(item,)) for item in items]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def transport_run(hosts, key_file):
     """Shoal's own SSHTransport (extensions/transports.py) on connections opened first, the
     three steps with the environment the shell automator sends: the transport alone, beside
@@ -243,13 +254,7 @@ def transport_run(hosts, key_file):
         except Exception as exc:  # reported after the threads joined
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in transports]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = thread_per_item(work, transports)
     for transport in transports:
         transport.close()
     if errors:
@@ -304,13 +309,7 @@ def paramiko_run(hosts, key_file, warm=False):
         with concurrent.futures.ThreadPoolExecutor(len(hosts.hosts)) as pool:
             for host, client in zip(hosts.hosts, pool.map(connect, hosts.hosts)):
                 clients[host["name"]] = client
-    threads = [threading.Thread(target=work, args=(h,)) for h in hosts.hosts]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = thread_per_item(work, hosts.hosts)
     for client in clients.values():
         client.close()
     if errors:
