@@ -88,11 +88,20 @@ class Browser:
     def wait(self, check, what, timeout=60):
         from selenium.webdriver.support.ui import WebDriverWait
 
+        def attempt(driver):
+            try:
+                return check()
+            except Exception as error:  # noqa: BLE001
+                # Chromium's other word for a stale element, when a reload replaces the page
+                # between finding an element and reading it.
+                if "does not belong to the document" in str(error):
+                    return False
+                raise
+
         try:
             # A page being replaced (a click that navigates) leaves stale elements: look again.
             return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
-                                 ignored_exceptions=self.transient).until(
-                lambda driver: check())
+                                 ignored_exceptions=self.transient).until(attempt)
         except Exception as error:
             self.shot("timeout")
             raise AssertionError(f"timed out waiting for {what}: {error}") from None

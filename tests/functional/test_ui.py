@@ -714,20 +714,29 @@ def test_people_page_edits_quotas_and_roles_in_place(browser, shoal):
     def save(row):
         browser.find(f"{row} button.save").click()
 
+    def save_and_reload(row):
+        # A save that the API takes reloads the page: wait for the new page, not for values
+        # the old one already showed (typed there before the click).
+        browser.driver.execute_script("window.shoalBeforeSave = true")
+        save(row)
+        browser.wait(lambda: browser.driver.execute_script(
+            "return !window.shoalBeforeSave && document.readyState === 'complete'"),
+            "the page anew")
+
     # A tenant's quotas: set one, set the other, then lift one by emptying it.
     assert browser.driver.execute_script("return arguments[0].value",
                                          field(tenant_row, "max_clusters")) == "2"
     field(tenant_row, "max_clusters").clear()
     field(tenant_row, "max_clusters").send_keys("5")
     field(tenant_row, "max_nodes").send_keys("40")
-    save(tenant_row)
+    save_and_reload(tenant_row)
     browser.wait(lambda: call(shoal, "GET", "/tenants/team-edit")[1]["max_nodes"] == 40,
                  "the tenant's quotas")
     assert call(shoal, "GET", "/tenants/team-edit")[1]["max_clusters"] == 5
     browser.wait(lambda: browser.driver.execute_script(
         "return arguments[0].value", field(tenant_row, "max_nodes")) == "40", "the page anew")
     field(tenant_row, "max_clusters").clear()
-    save(tenant_row)
+    save_and_reload(tenant_row)
     browser.wait(lambda: call(shoal, "GET", "/tenants/team-edit")[1]["max_clusters"] is None,
                  "the limit lifted")
     # Out of range: the API's reason beside that field of that row, nothing changed.
@@ -746,7 +755,7 @@ def test_people_page_edits_quotas_and_roles_in_place(browser, shoal):
     browser.find(f"{user_row} select[name=role] option[value=admin]").click()
     field(user_row, "max_clusters").send_keys("3")
     field(user_row, "max_nodes").clear()
-    save(user_row)
+    save_and_reload(user_row)
     browser.wait(lambda: call(shoal, "GET", "/users/carol")[1]["role"] == "admin", "the role")
     carol = call(shoal, "GET", "/users/carol")[1]
     assert (carol["max_clusters"], carol["max_nodes"]) == (3, None)
