@@ -21,7 +21,8 @@ class StartWorker(ShoalCommand):
                             help="queues to serve: shoal.<tenant>, or shoal.<tenant>.<provider> "
                                  "for a provider in SHOAL_PROVIDER_QUEUES (default shoal.default)")
         parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
-                            help="tasks run at once (default 4)")
+                            help="messages made at once (default 4); a message holds up to "
+                                 "8 calls that became ready together, made side by side")
         parser.add_argument("--name", default="", metavar="NAME",
                             help="worker name, e.g. lab1@%%h (default shoal-<pid>@<host>)")
         parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),

@@ -1,5 +1,9 @@
 """The server's side of the broker: send a call, learn which worker took it, collect its outcome.
 
+Calls are sent by one thread (``_send_loop``): the calls that became ready while it published
+the previous message go together in the next, up to ``calls_per_message()`` (app.py), so a
+burst of ready tasks costs a few messages, not one each, while a lone call still leaves at once.
+
 Outcomes are read from the result backend, not from a reply queue: a result is a Redis key that
 stays (``result_expires``) until the server has read it, so a server killed while its workers
 finish finds their outcomes when it starts again, by the calls' ids, which it derives from the
@@ -12,10 +16,11 @@ import json
 import logging
 import threading
 import time
+import uuid
 
 from cluster_server.errors import WorkerError
 from cluster_server.workers import app as celery_app
-from cluster_server.workers.worker import CLAIM
+from cluster_server.workers.worker import CLAIM, STARTED
 
 LOG = logging.getLogger("shoal.workers")
 META = "celery-task-meta-"
@@ -52,6 +57,7 @@ class WorkerClient:
         self.app.conf.broker_pool_limit = 64  # a connection per sending thread, not 10 shared
         self.redis = self.app.backend.client
         self.expires = int(celery_app.result_expires())
+        self.per_message = celery_app.calls_per_message()
         self.lock = threading.Lock()
         self.pending = {}  # call id -> Pending
         # Call ids that may have been published already: by an earlier server (their SENT
@@ -59,16 +65,19 @@ class WorkerClient:
         # call is new, and the look-up would be a round trip for nothing.
         self.earlier = None
         self.sent = set()
+        self.outbox = []  # (queue, expires, fresh, call id, message) waiting for the sender
+        self.wake = threading.Event()
         self.stopped = False
         self.thread = threading.Thread(target=self._listen, daemon=True, name="shoal-results")
         self.thread.start()
+        threading.Thread(target=self._send_loop, daemon=True, name="shoal-sender").start()
 
     # -- sending -------------------------------------------------------------------------------
 
     def send(self, call_id, message, queue, on_start=None, expires=None, fresh=False):
-        """Publish the call (unless a previous server already did) and return its Pending.
+        """Have the call sent (unless a previous server already did) and return its Pending.
 
-        ``fresh``: a call nobody waits for after a restart (a poll): always published anew.
+        ``fresh``: a call nobody waits for after a restart (a poll): always sent anew.
         """
         pending = Pending(call_id, on_start)
         with self.lock:
@@ -82,17 +91,45 @@ class WorkerClient:
                     return pending  # the outcome came while no server waited for it
             if sent:
                 return pending  # queued or running since before a restart: wait for it
-        self._retrying(lambda: self.app.send_task(
-            celery_app.TASK, args=[message], task_id=call_id, queue=queue, expires=expires,
-            retry=False,
-            # Celery would put a repr of the message in its headers (for monitors): time
-            # spent on every call, and the inputs of an action shown where no one asked.
-            argsrepr="(call)", kwargsrepr="{}"))
-        if not fresh:
-            self._retrying(lambda: self.redis.set(SENT + call_id, b"1", ex=self.expires))
-            with self.lock:
+        with self.lock:
+            self.outbox.append((queue, expires, fresh, call_id, message))
+            if not fresh:
                 self.sent.add(call_id)
+        self.wake.set()
         return pending
+
+    def _send_loop(self):
+        while not self.stopped:
+            self.wake.wait()
+            self.wake.clear()
+            with self.lock:
+                calls, self.outbox = self.outbox, []
+            groups = {}  # (queue, expires) -> calls, in the order they came
+            for queue, expires, fresh, call_id, message in calls:
+                groups.setdefault((queue, expires), []).append((fresh, call_id, message))
+            for (queue, expires), group in groups.items():
+                for start in range(0, len(group), self.per_message):
+                    self._publish(queue, expires, group[start:start + self.per_message])
+
+    def _publish(self, queue, expires, calls):
+        batch = [{"id": call_id, "message": message} for _, call_id, message in calls]
+        ids = [call_id for _, call_id, _ in calls]
+        self._retrying(lambda: self.app.send_task(
+            celery_app.TASK, args=[batch], task_id=f"calls-{uuid.uuid4().hex}", queue=queue,
+            expires=expires, retry=False,
+            # Celery would put a repr of the message in its headers (for monitors): time spent
+            # on every message, and the inputs of actions shown where no one asked. The call
+            # ids are what ``shoal worker status`` shows.
+            argsrepr=json.dumps(ids), kwargsrepr="{}"))
+        marks = [SENT + call_id for fresh, call_id, _ in calls if not fresh]
+        if marks:
+            def mark():
+                pipe = self.redis.pipeline(transaction=False)
+                for key in marks:
+                    pipe.set(key, b"1", ex=self.expires)
+                pipe.execute()
+
+            self._retrying(mark)
 
     def _maybe_sent(self, call_id):
         if self.earlier is None:
@@ -118,23 +155,10 @@ class WorkerClient:
                 LOG.warning("could not remove %d results from the broker", len(keys) // 2)
 
     def _retrying(self, fn):
-        """``fn()``, waiting out a broker that is down (restarted): the operation waits and
-        goes on; nothing it sent is lost (Redis keeps queues and results on disk)."""
-        delay = 0.1
-        while True:
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 (redis and kombu raise many kinds)
-                if self.stopped:
-                    raise WorkerError(f"broker {self.where()} unreachable: {exc}") from None
-                LOG.warning("broker %s unreachable (%s); trying again in %.1f s", self.where(),
-                            exc, delay)
-                time.sleep(delay)
-                delay = min(5.0, delay * 2)
+        return celery_app.retrying(fn, self.where(), lambda: self.stopped)
 
     def where(self):
-        """The broker's host, port and database: never a password (in logs, in the API)."""
-        return self.broker.split("://", 1)[-1].split("@")[-1]
+        return celery_app.where(self.broker)
 
     def withdraw(self, pending):
         """Take back a call no worker has taken (its operation was cancelled). True when taken
@@ -173,20 +197,21 @@ class WorkerClient:
     # -- collecting ----------------------------------------------------------------------------
 
     def _settle(self, pending, meta):
-        status = meta.get("status")
-        if status == "STARTED":
-            pending.started((meta.get("result") or {}).get("hostname"))
-        elif status == "SUCCESS":
+        # Workers store every call's outcome as SUCCESS (a failed call is an outcome too).
+        if meta.get("status") == "SUCCESS":
             outcome = meta.get("result") or {}
             pending.started(outcome.get("worker"))
             pending.finish(outcome)
-        elif status in ("FAILURE", "REVOKED"):
-            result = meta.get("result") or {}
-            pending.finish({"ok": False, "error": "WorkerError",
-                            "message": f"worker failed: {result.get('exc_type', status)}: "
-                                       f"{result.get('exc_message', '')}", "details": {}})
 
     def _heard(self, channel, data):
+        if channel == STARTED:  # a worker took a message's calls: {"worker": W, "calls": [..]}
+            notice = json.loads(data)
+            with self.lock:
+                taken = [self.pending.get(call_id) for call_id in notice.get("calls", ())]
+            for pending in taken:
+                if pending is not None:
+                    pending.started(notice.get("worker"))
+            return
         call_id = channel[len(META):]
         with self.lock:
             pending = self.pending.get(call_id)
@@ -210,11 +235,12 @@ class WorkerClient:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(META + "*")
+                pubsub.subscribe(STARTED)
                 self._sweep()  # what was stored before the subscription began
                 delay, swept = 0.1, time.monotonic()
                 while not self.stopped:
                     message = pubsub.get_message(timeout=SWEEP)
-                    if message and message["type"] == "pmessage":
+                    if message and message["type"] in ("pmessage", "message"):
                         channel = message["channel"]
                         self._heard(channel.decode() if isinstance(channel, bytes) else channel,
                                     message["data"])
@@ -237,6 +263,7 @@ class WorkerClient:
 
     def stop(self):
         self.stopped = True
+        self.wake.set()
 
     # -- the workers ---------------------------------------------------------------------------
 
@@ -249,7 +276,9 @@ class WorkerClient:
             # Each asks every worker and waits ``timeout`` for the answers: the three at once.
             with concurrent.futures.ThreadPoolExecutor(3) as pool:
                 queues, active, stats = (f.result() or {} for f in [
-                    pool.submit(inspect.active_queues), pool.submit(inspect.active),
+                    pool.submit(inspect.active_queues),
+                    # safe: the calls' ids (argsrepr), not their inputs
+                    pool.submit(inspect.active, True),
                     pool.submit(inspect.stats)])
         except Exception as exc:  # noqa: BLE001
             raise WorkerError(f"broker {self.where()} unreachable: {exc}") from None
@@ -260,9 +289,19 @@ class WorkerClient:
                 "name": name,
                 "queues": sorted(q["name"] for q in queues.get(name, [])),
                 "concurrency": pool.get("max-concurrency") or 0,
-                "running": sorted(call_name(t.get("id", "")) for t in active.get(name, [])),
+                "running": sorted(call_name(c) for t in active.get(name, [])
+                                  for c in message_calls(t)),
             })
         return result
+
+
+def message_calls(request):
+    """The call ids of a message a worker runs (its argsrepr is their list)."""
+    try:
+        calls = json.loads(request.get("args") or "[]")
+    except (TypeError, ValueError):
+        return [request.get("id", "")]
+    return [c for c in calls if isinstance(c, str)] if isinstance(calls, list) else []
 
 
 def call_name(call_id):

@@ -43,6 +43,22 @@ class Results(RedisBackend):
         return result
 
     def _set(self, key, value, expires=None):
+        self._script()(keys=[key], args=[value, int(expires or self.expires)])
+
+    def store_outcomes(self, outcomes):
+        """Store ``[(call id, outcome)]`` as SUCCESS results, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for call_id, outcome in outcomes:
+            meta = self._get_result_meta(result=outcome, state="SUCCESS", traceback=None,
+                                         request=None)
+            meta["task_id"] = call_id
+            # EVAL, not EVALSHA: a pipeline of scripts asks Redis first whether it has them,
+            # one more round trip; Redis keeps the compiled script by its body's digest.
+            pipe.eval(FIRST_OUTCOME, 1, self.get_key_for_task(call_id), self.encode(meta),
+                      int(self.expires))
+        pipe.execute()
+
+    def _script(self):
         if self._first_outcome is None:
             self._first_outcome = self.client.register_script(FIRST_OUTCOME)
-        self._first_outcome(keys=[key], args=[value, int(expires or self.expires)])
+        return self._first_outcome

@@ -9,6 +9,7 @@ through the result backend.
 
 import argparse
 import base64
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -25,6 +26,8 @@ from cluster_server.workers import QUEUE_RE, app as celery_app
 
 LOG = logging.getLogger("shoal.worker")
 CLAIM = "shoal-claim:"  # + call id: who took the call ("revoked" when the server withdrew it)
+STARTED = "shoal-started"  # the channel where a worker says which calls it took
+META = "celery-task-meta-"  # + call id: the call's outcome (Celery's result key)
 
 
 class Calls:
@@ -163,29 +166,74 @@ def outcome(calls, message, worker):
 
 
 def register(app, calls):
-    """The one Celery task: claim the call, make it, return its outcome."""
+    """The one Celery task: a message of calls (``[{"id", "message"}]``, the calls that became
+    ready together on the server); claim them, make them side by side, store each outcome as it
+    is known."""
+    where = celery_app.where(app.conf.broker_url)
+    side_by_side = Lanes()
 
-    @app.task(name=celery_app.TASK, bind=True)
-    def call(self, message):
-        from celery.exceptions import Ignore
-
+    @app.task(name=celery_app.TASK, bind=True, ignore_result=True)
+    def run_calls(self, batch):
         worker = self.request.hostname or socket.gethostname()
-        key = CLAIM + self.request.id
-        # A claim taken first by the server means it withdrew the call (its operation was
-        # cancelled before any worker took it). A claim by a worker means this is a delivery
-        # again after that worker died: run it (calls are idempotent). The server hears who
-        # took it on the result's channel, as Celery's STARTED state would say, but unstored.
-        pipe = app.backend.client.pipeline(transaction=False)
-        pipe.set(key, worker, nx=True, ex=int(celery_app.result_expires()))
-        pipe.get(key)
-        pipe.publish(app.backend.get_key_for_task(self.request.id),
-                     json.dumps({"status": "STARTED", "result": {"hostname": worker}}))
-        claimed, holder, _ = pipe.execute()
-        if not claimed and holder == b"revoked":
-            raise Ignore()
-        return outcome(calls, message, worker)
+        client = app.backend.client
+        expires = int(celery_app.result_expires())
 
-    return call
+        # One round trip claims every call and says who took them. A claim taken first by the
+        # server means it withdrew the call (its operation was cancelled before any worker
+        # took it); a call whose outcome is stored already was made before (this message is
+        # delivered again after a worker died mid-message): both are skipped. A claim held by
+        # another worker means that worker died: make the call again (calls are idempotent).
+        def claim():
+            pipe = client.pipeline(transaction=False)
+            for call in batch:
+                pipe.set(CLAIM + call["id"], worker, nx=True, ex=expires)
+                pipe.get(CLAIM + call["id"])
+                pipe.exists(META + call["id"])
+            pipe.publish(STARTED, json.dumps({"worker": worker,
+                                              "calls": [c["id"] for c in batch]}))
+            return pipe.execute()
+
+        replies = celery_app.retrying(claim, where)
+        todo = [call for i, call in enumerate(batch)
+                if not (replies[3 * i + 1] == b"revoked" and not replies[3 * i])
+                and not replies[3 * i + 2]]
+        stored = set()
+        try:
+            for done in side_by_side.run(todo,
+                                         lambda call: outcome(calls, call["message"], worker)):
+                celery_app.retrying(lambda: app.backend.store_outcomes(done), where)
+                stored.update(call_id for call_id, _ in done)
+        except Exception as exc:  # noqa: BLE001 (a fault of this code: every call says so)
+            LOG.exception("a message of %d calls failed", len(todo))
+            failed = [(c["id"], {"ok": False, "error": "WorkerError", "worker": worker,
+                                 "message": f"worker failed: {type(exc).__name__}: {exc}",
+                                 "details": {}}) for c in todo if c["id"] not in stored]
+            celery_app.retrying(lambda: app.backend.store_outcomes(failed), where)
+
+    return run_calls
+
+
+class Lanes:
+    """Threads of one worker process that make a message's calls side by side (a message of
+    one call is made on the pool's own thread)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pool = None  # made on first use: after the prefork pool forked this process
+
+    def run(self, calls, make):
+        """Yield lists of (call id, outcome) as they are known: all that ended together."""
+        if len(calls) == 1:
+            yield [(calls[0]["id"], make(calls[0]))]
+            return
+        with self.lock:
+            if self.pool is None:
+                self.pool = concurrent.futures.ThreadPoolExecutor(
+                    256, thread_name_prefix="shoal-call")
+        futures = {self.pool.submit(make, call): call["id"] for call in calls}
+        while futures:
+            done, _ = concurrent.futures.wait(futures, return_when="FIRST_COMPLETED")
+            yield [(futures.pop(f), f.result()) for f in done]
 
 
 def build(broker, home=None):

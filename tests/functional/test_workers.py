@@ -342,8 +342,9 @@ def test_a_detached_worker_runs_in_the_background(setup):
 def test_a_busy_worker_holds_no_task_another_could_run(setup):
     """Prefetch 1 with late acknowledgement: a worker running a long action has reserved no
     other task, so the rest of the operation goes on on the other worker meanwhile (with
-    Celery's default prefetch of 4, the busy worker would sit on some of them)."""
-    shoal = setup.server()
+    Celery's default prefetch of 4, the busy worker would sit on some of them). One call a
+    message, so that each task is a message of its own as the trap needs."""
+    shoal = setup.server(calls_per_message=1)
     for i in (1, 2):
         setup.worker(f"w{i}", concurrency=1)
     hold = setup.cloud / "hold"

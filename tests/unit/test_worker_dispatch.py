@@ -7,7 +7,7 @@ from cluster_server.errors import ValidationError
 from cluster_server.executor import Executor, ThreadDispatch
 from cluster_server.plugins import Field
 from cluster_server.workers import queue_for
-from cluster_server.workers.client import call_name
+from cluster_server.workers.client import call_name, message_calls
 from cluster_server.workers.dispatch import POLLER, _value, public_entry
 from cluster_server.workers.worker import Calls
 
@@ -58,6 +58,12 @@ def test_a_workers_error_is_raised_again_on_the_server_with_the_workers_name():
 def test_a_call_id_names_its_task():
     assert call_name("op-0123456789ab/n1:create@2.0") == "op-0123456789ab/n1:create"
     assert call_name("describe-abc") == "describe-abc"
+
+
+def test_a_message_in_a_workers_hands_names_its_calls():
+    running = {"id": "calls-9f", "args": '["op-0123456789ab/n1:create@1.0", "describe-x"]'}
+    assert message_calls(running) == ["op-0123456789ab/n1:create@1.0", "describe-x"]
+    assert message_calls({"id": "old-style", "args": "(call)"}) == ["old-style"]
 
 
 def test_a_worker_makes_the_call_its_message_names(tmp_path):
