@@ -478,10 +478,13 @@ class Shoal:
             # The same three steps again, added to the running cluster: actions with the
             # connections open and nothing else running, as warm paramiko's are.
             "services/fanout2.json": {"name": "fanout2", "provisioner": {"actions": actions}},
+            # Nothing to run: what stays on the nodes when fanout is removed (before fanout2 is
+            # added), since a cluster may not be left with no service.
+            "services/idle.json": {"name": "idle", "provisioner": {"actions": {}}},
             "clustertemplates/fanout.json": {"name": "fanout", "defaults": {
-                "services": ["fanout"], "provider": "fanout", "hardwaretype": "box",
+                "services": ["fanout", "idle"], "provider": "fanout", "hardwaretype": "box",
                 "imagetype": "debian"}, "compatibility": {
-                "services": ["fanout", "fanout2"], "hardwaretypes": ["box"],
+                "services": ["fanout", "fanout2", "idle"], "hardwaretypes": ["box"],
                 "imagetypes": ["debian"]}},
         }
         for path, body in entries.items():
@@ -560,11 +563,18 @@ class Shoal:
         running = None
         try:
             if template == "fanout":
+                # fanout goes first: added beside it, fanout2 would make every node configure
+                # fanout again (a cluster's change reconfigures its services), a fourth command
+                # per host that paramiko does not run.
+                self.cli("cluster", "remove-services", name, "fanout", "--wait")
                 self.cli("cluster", "add-services", name, "fanout2", "--wait")
                 added = self.tasks(name)
                 again = [t for t in added if t["action"] == "START"]
                 if len(again) != count or any(t["output"].strip() != TEXT for t in again):
                     raise RuntimeError(f"shoal add-services: {len(again)} START tasks")
+                if len(added) != 3 * count:
+                    raise RuntimeError(f"shoal add-services ran {len(added)} tasks, not "
+                                       f"{3 * count}: {sorted({t['action'] for t in added})}")
                 running = max(t["finished_at"] for t in again) - min(
                     t["started_at"] for t in added if t["action"] == "INSTALL")
         finally:

@@ -42,6 +42,7 @@ from cluster_server.solver import solve_layout  # noqa: E402
 
 SHOAL = str(pathlib.Path(sys.executable).with_name("shoal"))
 TEMPLATE = "fake-stack"
+SMALLEST = 2  # the template's least size
 
 
 def best(fn, repeat):
@@ -63,9 +64,10 @@ def in_process(size, repeat):
     template = catalog.resolve_template(TEMPLATE, everything)
     view = operations.CatalogView(everything)
     solve, layout = best(lambda: solve_layout(template, view, size, provider="fake"), repeat)
+    solve_1, _ = best(lambda: solve_layout(template, view, SMALLEST, provider="fake"), repeat)
     nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     plan, tasks = best(lambda: planner.plan_change([], nodes, view.services), repeat)
-    return solve, plan, sum(1 for t in tasks if t.action != "JOIN")
+    return solve, solve_1, plan, sum(1 for t in tasks if t.action != "JOIN")
 
 
 class Server:
@@ -161,8 +163,9 @@ def operation(server, *args):
 
 
 def measure(size, repeat, create):
-    solve, plan_alone, task_count = in_process(size, repeat)
-    row = {"size": size, "solve": solve, "planner": plan_alone, "tasks": task_count}
+    solve, solve_1, plan_alone, task_count = in_process(size, repeat)
+    row = {"size": size, "solve": solve, "solve_1": solve_1, "planner": plan_alone,
+           "tasks": task_count}
     with tempfile.TemporaryDirectory(prefix="shoal-scale-") as tmp:
         server = Server(pathlib.Path(tmp) / "home")
         server.run("server", "start")
@@ -178,6 +181,10 @@ def measure(size, repeat, create):
             row["api_full_bytes"] = len(server.api("POST", "/clusters/plan?full=1", request)[1])
             plan = ("cluster", "plan", "--template", TEMPLATE, "--size", size)
             row["cli_plan"], _ = best(lambda: server.timed(*plan)[0], repeat)
+            # The same command for the smallest size: what any plan costs the CLI whatever its size
+            # (Python, cliff and the table's modules starting, one request).
+            row["cli_plan_1"], _ = best(lambda: server.timed(*plan[:-1], SMALLEST)[0], repeat)
+
             row["cli_full"], _ = best(lambda: server.timed(*plan, "-f", "json", "--full")[0],
                                       repeat)
             if create:
@@ -229,6 +236,10 @@ def report(row):
     print(f"plan, API ?full=1             {ms(row['api_full'])} ({row['api_full_bytes']:,} B)")
     print(f"plan, CLI (default)           {ms(row['cli_plan'])}  = "
           f"{row['cli_plan'] / row['solve']:.0f}x the solver alone (target 20x)")
+    grown, solver_grown = row["cli_plan"] - row["cli_plan_1"], row["solve"] - row["solve_1"]
+    print(f"plan, CLI, beyond {SMALLEST} nodes     {ms(grown)} "
+          f"({SMALLEST} nodes: {ms(row['cli_plan_1'])}) = "
+          f"{grown / solver_grown:.1f}x the solver's own growth ({ms(solver_grown)})")
     print(f"plan, CLI -f json --full      {ms(row['cli_full'])}")
     if "create_wall" in row:
         for kind in ("create", "delete"):

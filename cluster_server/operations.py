@@ -251,11 +251,13 @@ def create(store, tenant, data, owner=OWNER):
     config = data.get("config", {})
     keep = data.get("keep_on_failure", False)
     template, view, layout = solve_request(store, tenant, data)
-    nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     resources = template.get("resources", {})
     if data.get("dry_run") and not data.get("full"):
-        return {"layout": layout, "counts": planner.count_change([], nodes, view.services,
-                                                                      new_resources=sorted(resources))}
+        groups = layout.groups()
+        kinds = [(group["services"], group["count"]) for group in groups]
+        return {"layout": layout, "groups": groups,
+                "counts": planner.count_new(kinds, view.services, sorted(resources))}
+    nodes = [dict(node, id=f"n{i}") for i, node in enumerate(layout.nodes, start=1)]
     tasks = planner.plan_change([], nodes, view.services, new_resources=sorted(resources))
     if data.get("dry_run"):
         # A plan shows the layout even before the plugins are installed (e.g. a Coopr catalog

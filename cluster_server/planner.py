@@ -192,6 +192,20 @@ def count_change(old_nodes, new_nodes, services_catalog, old_resources=(), new_r
     for node_id in old.keys() | new.keys():
         kinds.setdefault((old.get(node_id), new.get(node_id)), []).append(node_id)
     samples = {ids[0]: (before, after, len(ids)) for (before, after), ids in kinds.items()}
+    return _count_samples(samples, services_catalog, old_resources, new_resources)
+
+
+def count_new(kinds, services_catalog, new_resources=()):
+    """``count_change`` of a create whose nodes come in ``kinds``, (services, count) pairs: a
+    plan's summary straight from the layout's groups, without a pass over every node."""
+    samples = {f"k{i}": (None, tuple(sorted(set(services))), count)
+               for i, (services, count) in enumerate(kinds, start=1)}
+    return _count_samples(samples, services_catalog, (), new_resources)
+
+
+def _count_samples(samples, services_catalog, old_resources, new_resources):
+    """Plan one node of each kind (node id -> (services before or None, after or None,
+    count)) and weigh each of its tasks by its kind's count."""
     tasks = plan_change(
         [{"id": n, "services": before} for n, (before, _, _) in samples.items() if before is not None],
         [{"id": n, "services": after} for n, (_, after, _) in samples.items() if after is not None],

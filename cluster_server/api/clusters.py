@@ -58,7 +58,7 @@ def _plan(result):
     body = {"summary": {"tasks": sum(actions.values()), "actions": actions}}
     if "layout" in result:
         body["layout"] = result["layout"].to_dict(nodes="tasks" in result)
-        body["groups"] = result["layout"].groups()
+        body["groups"] = result.get("groups") or result["layout"].groups()
         body["summary"]["nodes"] = len(result["layout"].nodes)
     if "tasks" not in result:
         return jsonify(body)

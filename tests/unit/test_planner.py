@@ -7,8 +7,8 @@ import random
 import pytest
 
 from cluster_server.errors import PlanError
-from cluster_server.planner import (JOIN, TaskSpec, count_change, count_services, plan_change,
-                                   plan_services)
+from cluster_server.planner import (JOIN, TaskSpec, count_change, count_new, count_services,
+                                    plan_change, plan_services)
 
 ALL = ("install", "configure", "initialize", "start", "stop", "remove")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -494,6 +494,15 @@ def test_counts_from_one_node_of_each_kind_equal_the_whole_plans(seed):
                                    ("reconfigure", False, None)):
         assert count_services(kind, old, WEB, targets=targets, restart=restart) == _counted(
             plan_services(kind, old, WEB, targets=targets, restart=restart))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_creates_counts_from_its_kinds_equal_the_whole_plans(seed):
+    nodes = _mixed(random.Random(seed).randint(1, 40), seed)
+    kinds = {}
+    for node in nodes:
+        kinds[tuple(node["services"])] = kinds.get(tuple(node["services"]), 0) + 1
+    assert count_new(list(kinds.items()), WEB) == _counted(plan_change([], nodes, WEB))
 
 
 def test_counts_fail_where_the_whole_plan_fails():
