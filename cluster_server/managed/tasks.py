@@ -4,6 +4,10 @@ CREATE asks the database plugin to make the database (its intent is committed be
 node's, and the plugin finds an earlier attempt by its token); CONFIRM waits for it through the
 shared poller, holding no thread and with no timeout; DELETE removes it, waits until the cloud
 says it is gone, then removes what gave access to it (security group, rule).
+
+The plugin calls themselves go where the runner's ``database`` says: the plugin built here
+(``build``) on threads; under Celery a proxy whose calls a worker makes (``RemoteDatabase`` in
+cluster_server/workers/dispatch.py), while these tasks and the poller stay on the server.
 """
 
 import concurrent.futures
