@@ -13,8 +13,8 @@ from tests.aws_fakes import CREDENTIALS
 from tests.brokers import Worker
 from tests.cloudkit import cloud_env, isolate, write_catalog
 from tests.conftest import Shoal
-from tests.functional.test_managed_rds import (NOTHING, everything, import_webdb, moto,  # noqa: F401
-                                               proxy, sshd, the_password)
+from tests.functional.test_managed_rds import (  # noqa: F401 (fixtures)
+    NOTHING, everything, import_webdb, moto, proxy, sshd, the_password)
 from tests.functional.test_workers import setup  # noqa: F401
 
 SERVER_KEY = {"api_user": "AKIDSERVERONLY", "api_password": "server-only-secret"}
