@@ -22,10 +22,10 @@ import time
 
 from cluster_server import plugins
 from cluster_server.actions import TaskRunner
-from cluster_server.managed import tasks as managed_tasks
 from cluster_server.errors import (AutomatorError, PluginError, ProviderError, ShoalError,
                                    TransportError, WorkerError)
 from cluster_server.executor import ThreadDispatch
+from cluster_server.managed import tasks as managed_tasks
 from cluster_server.plugins import ActionResult, DatabaseInfo, NodeInfo
 from cluster_server.poller import Cancelled
 from cluster_server.workers import queue_for
