@@ -14,7 +14,7 @@ from cluster_server import macros, plugins
 from cluster_server.errors import ShoalError
 from cluster_server.executor import TaskOutcome
 from cluster_server.managed import records as managed_records
-from cluster_server.managed.tasks import ResourceTasks
+from cluster_server.managed import tasks as managed_tasks
 from cluster_server.planner import RESOURCE_PREFIX
 from cluster_server.plugins import NodeInfo, NodeSpec, NodeState
 from cluster_server.poller import Cancelled, Poller
@@ -46,7 +46,8 @@ class TaskRunner:
         # Replacing a failed node (delete + create) off the polling thread; rare, so few.
         self.replacer = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="shoal-replace")
-        self.managed = ResourceTasks(store, home, self.poller, self.replacer)
+        self.managed = managed_tasks.ResourceTasks(store, home, self.poller, self.replacer,
+                                                   self.database)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -98,6 +99,10 @@ class TaskRunner:
                 resources = self.resources.for_tenant(tenant) if self.resources else None
                 automator = self.automators[(kind, tenant)] = cls(self.home, resources)
             return automator
+
+    def database(self, cluster, entry_type):
+        """A new database plugin of ``entry_type`` for the cluster (``self.managed`` keeps it)."""
+        return managed_tasks.build(entry_type, cluster["spec"]["provider"], self.home)
 
     def transport(self, cluster, node, provider):
         resource = node["facts"].get("resource")

@@ -101,6 +101,7 @@ class EC2Proxy(LoopbackHTTP):
         self.seen = collections.Counter()  # instance id -> DescribeInstances it appeared in
         self.hooks = collections.defaultdict(list)  # action -> fn(params, response body)
         self.log = []  # (action, params) of every call, in order
+        self.keys = collections.Counter()  # access key id -> calls signed with it (who called)
         self.db_pending_polls = 0  # new databases look "creating" in this many describes
         self.db_failing = set()  # identifiers ("*": all) that show "failed", not "available"
         self.db_delete_polls = 0  # a deleted database still shows "deleting" this many times
@@ -125,10 +126,12 @@ class EC2Proxy(LoopbackHTTP):
     def respond(self, method, path, headers, body):
         params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
         action = params.get("Action", "")
+        signed = re.search(r"Credential=([^/]+)/", headers.get("Authorization", ""))
         with self.lock:
             self.calls[action] += 1
             number = self.calls[action]
             self.log.append((action, params))
+            self.keys[signed.group(1) if signed else ""] += 1
             fault = self.failures.get(action, {}).pop(number, None)
         if fault:
             return 400, [("Content-Type", "text/xml")], error_xml(*fault)

@@ -30,6 +30,11 @@ def _known(value):
     return value
 
 
+def hide(value):
+    """Mask ``value`` in this process's log from now on (a worker given a password to set)."""
+    return _known(value)
+
+
 def new_password():
     return _known("".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH)))
 

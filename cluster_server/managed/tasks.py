@@ -4,6 +4,10 @@ CREATE asks the database plugin to make the database (its intent is committed be
 node's, and the plugin finds an earlier attempt by its token); CONFIRM waits for it through the
 shared poller, holding no thread and with no timeout; DELETE removes it, waits until the cloud
 says it is gone, then removes what gave access to it (security group, rule).
+
+The plugin calls themselves go where the runner's ``database`` says: the plugin built here
+(``build``) on threads; under Celery a proxy whose calls a worker makes (``RemoteDatabase`` in
+cluster_server/workers/dispatch.py), while these tasks and the poller stay on the server.
 """
 
 import concurrent.futures
@@ -23,6 +27,16 @@ LOG = logging.getLogger("shoal.managed")
 
 def plugin_class(entry_type):
     return plugins.plugin_class(plugins.DATABASE_NAMESPACE, entry_type)
+
+
+def build(entry_type, provider_entry, home):
+    """The ``entry_type`` database plugin for clusters on ``provider_entry`` (its provisioner
+    fields checked): the server's own, or a worker's from the entry a message carries."""
+    cls = plugin_class(entry_type)
+    provider_cls = plugins.plugin_class(plugins.PROVIDER_NAMESPACE, provider_entry["providertype"])
+    fields = plugins.validate_fields("provider", provider_entry["name"], provider_cls.fields,
+                                     provider_entry.get("provisioner", {}))
+    return cls(entry_type, {**provider_entry, "provisioner": fields}, home)
 
 
 def check_entries(resources, provider_entry):
@@ -60,11 +74,14 @@ class _UntilGone:
 
 
 class ResourceTasks:
-    def __init__(self, store, home, poller, workers):
+    def __init__(self, store, home, poller, workers, make):
         self.store = store
         self.home = home
         self.poller = poller
         self.workers = workers  # a small pool for provider calls off the polling thread
+        # make(cluster, entry type) -> a Database: the TaskRunner's ``database``, so that the
+        # Celery runner hands out proxies to workers instead of plugins that call from here.
+        self.make = make
         self.lock = threading.Lock()
         self.plugins = {}  # (cluster id, type) -> Database
         self.gone = {}  # id(plugin) -> _UntilGone
@@ -74,14 +91,7 @@ class ResourceTasks:
             key = (cluster["id"], entry_type)
             plugin = self.plugins.get(key)
             if plugin is None:
-                cls = plugin_class(entry_type)
-                entry = cluster["spec"]["provider"]
-                provider_cls = plugins.plugin_class(plugins.PROVIDER_NAMESPACE,
-                                                    entry["providertype"])
-                fields = plugins.validate_fields("provider", entry["name"], provider_cls.fields,
-                                                 entry.get("provisioner", {}))
-                plugin = self.plugins[key] = cls(entry_type, {**entry, "provisioner": fields},
-                                                 self.home)
+                plugin = self.plugins[key] = self.make(cluster, entry_type)
             return plugin
 
     def _until_gone(self, plugin):

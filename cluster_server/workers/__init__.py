@@ -2,10 +2,11 @@
 
 The server stays the only writer of its store and the keeper of every operation: the Celery
 dispatch (``dispatch``) sends each plugin call of a task (a provider's create, describe, delete;
-an automator's action through the node's transport), in a message with the other calls ready at
-that moment, with the inputs the server prepared (macros expanded, the provider's entry without its secrets), to the queue of the
-cluster's tenant; a worker (``worker``) makes the call with its own credentials and sends the
-outcome back through the result backend, where the server collects it (``client``).
+an automator's action through the node's transport; a managed database's create, describe,
+delete, find, release), in a message with the other calls ready at that moment, with the inputs
+the server prepared (macros expanded, the provider's entry without its secrets), to the queue of
+the cluster's tenant; a worker (``worker``) makes the call with its own credentials and sends
+the outcome back through the result backend, where the server collects it (``client``).
 """
 
 import re

@@ -3,13 +3,14 @@ workers.
 
 ``CeleryDispatch`` is a ThreadDispatch (the executor's own bookkeeping runs on the server) whose
 ``bind`` gives the executor a ``RemoteRunner``: the same TaskRunner, reading and writing the
-store as on threads, whose providers and automators are proxies that send each call to a worker
-and wait for its outcome. So planner, executor, engine, store and API are the same either way.
+store as on threads, whose providers, automators and managed databases (RDS, Cloud SQL) are
+proxies that send each call to a worker and wait for its outcome. So planner, executor, engine,
+store and API are the same either way.
 
-CONFIRM stays on the server: its batched poller (one thread per provider, one ``describe`` per
-round for every node waiting) asks a worker for that one describe call per round. Moving the
-poller into workers would make one poller per worker process, and with a CONFIRM holding a
-worker slot per node, one describe per node per round.
+CONFIRM stays on the server, for nodes and databases alike: its batched poller (one thread per
+provider, one ``describe`` per round for every node waiting) asks a worker for that one describe
+call per round. Moving the poller into workers would make one poller per worker process, and
+with a CONFIRM holding a worker slot per node, one describe per node per round.
 """
 
 import base64
@@ -24,7 +25,8 @@ from cluster_server.actions import TaskRunner
 from cluster_server.errors import (AutomatorError, PluginError, ProviderError, ShoalError,
                                    TransportError, WorkerError)
 from cluster_server.executor import ThreadDispatch
-from cluster_server.plugins import ActionResult, NodeInfo
+from cluster_server.managed import tasks as managed_tasks
+from cluster_server.plugins import ActionResult, DatabaseInfo, NodeInfo
 from cluster_server.poller import Cancelled
 from cluster_server.workers import queue_for
 from cluster_server.workers.client import WorkerClient
@@ -35,6 +37,9 @@ ERRORS = {cls.__name__: cls for cls in (ShoalError, PluginError, ProviderError, 
 POLL_EXPIRES = 60  # seconds a describe waits in the queue before it is dropped (a newer comes)
 POLL_TIMEOUT = 120  # seconds the poller waits for a describe before it tries again
 POLLER = "server (poller)"  # the worker column of a CONFIRM: the server's poller confirmed it
+# Calls off any task's thread that are waited for as long as they take (a replacement, a
+# database's release once it is gone); any other is a look, dropped when no worker answers.
+WAITED = ("create", "delete", "database.create", "database.delete", "database.release")
 
 
 def provider_queues():
@@ -163,6 +168,12 @@ class RemoteRunner(TaskRunner):
         cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)  # missing: same error
         return RemoteAutomator(self, kind, tenant, cls.needs_nodes)
 
+    def database(self, cluster, entry_type):
+        # Not installed here: the same error as on threads, before anything is sent. Its calls
+        # go where the provider's do: the same queue, the same entry without its secrets.
+        managed_tasks.plugin_class(entry_type)
+        return RemoteDatabase(self, entry_type, self.provider(cluster))
+
     def scripts(self, tenant, fields):
         """The active plugin-resource scripts that the action's fields name (a shell action's
         ``script``), to go with the message: a worker has no store to read them from."""
@@ -194,14 +205,15 @@ class RemoteRunner(TaskRunner):
         current = self.current
         task = current.task
         if task is None:
-            # Off any task's thread: a poll, a replacement, a health check or a drift look-up.
-            # No store row to note, a fresh id. A look (describe, find, a check's command) that
-            # no worker answers is dropped and asked again at its next round; a replacement's
-            # create or delete is waited for, as on threads.
+            # Off any task's thread: a poll, a replacement, a database's release, a health
+            # check or a drift look-up. No store row to note, a fresh id. A look (describe,
+            # find, a check's command) that no worker answers is dropped and asked again at its
+            # next round; a replacement's create or delete and a release are waited for, as on
+            # threads.
             import uuid
 
             call_id = f"{method}-{uuid.uuid4().hex}"
-            look = method not in ("create", "delete")
+            look = method not in WAITED
             pending = self.client.send(call_id, _message(provider, method, args), provider.queue,
                                        expires=POLL_EXPIRES if look else None, fresh=True)
             outcome = self.client.wait(pending, timeout=POLL_TIMEOUT if look else None)
@@ -282,6 +294,39 @@ class RemoteProvider:
 
     def transport(self, info):
         return RemoteTransport(self, info)
+
+
+class RemoteDatabase:
+    """A managed database plugin whose every call is made by a worker of its cluster's
+    provider (``provider``, a RemoteProvider: its queue and public entry), which builds the
+    plugin named ``name`` from that entry. Only a create carries the generated password: the
+    cloud is given it then; a DatabaseInfo never holds it."""
+
+    def __init__(self, runner, name, provider):
+        self.runner = runner
+        self.name = name
+        self.provider = provider
+
+    def _call(self, method, **args):
+        return self.runner.call(self.provider, f"database.{method}", {"type": self.name, **args})
+
+    def create(self, spec):
+        import dataclasses
+
+        return DatabaseInfo.from_dict(self._call("create", spec=dataclasses.asdict(spec)))
+
+    def describe(self, infos):
+        found = self._call("describe", infos=[i.to_dict() for i in infos])
+        return {rid: DatabaseInfo.from_dict(info) for rid, info in found.items()}
+
+    def delete(self, info):
+        self._call("delete", info=info.to_dict())
+
+    def find(self, cluster_id):
+        return [DatabaseInfo.from_dict(i) for i in self._call("find", cluster_id=cluster_id)]
+
+    def release(self, info):
+        self._call("release", info=info.to_dict())
 
 
 class RemoteTransport:

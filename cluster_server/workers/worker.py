@@ -1,9 +1,9 @@
 """A Shoal worker: a Celery worker that makes the plugin calls the server sends it.
 
 ``python -m cluster_server.workers.worker --broker URL [--queues Q] [--concurrency N]`` (what
-``shoal worker start`` runs). A worker loads the same provider and automator plugins (stevedore)
-as the server, never opens the store and needs no API token: each message holds the call's
-inputs, and credentials come from this machine's own environment. The outcome goes back
+``shoal worker start`` runs). A worker loads the same provider, automator and database plugins
+(stevedore) as the server, never opens the store and needs no API token: each message holds the
+call's inputs, and credentials come from this machine's own environment. The outcome goes back
 through the result backend.
 """
 
@@ -21,13 +21,15 @@ import time
 
 from cluster_server import config, plugins
 from cluster_server.errors import NotFound, ShoalError
-from cluster_server.plugins import NodeInfo, NodeSpec
+from cluster_server.managed import records, tasks as managed_tasks
+from cluster_server.plugins import DatabaseInfo, DatabaseSpec, NodeInfo, NodeSpec
 from cluster_server.workers import QUEUE_RE, app as celery_app
 
 LOG = logging.getLogger("shoal.worker")
 CLAIM = "shoal-claim:"  # + call id: who took the call ("revoked" when the server withdrew it)
 STARTED = "shoal-started"  # the channel where a worker says which calls it took
 META = "celery-task-meta-"  # + call id: the call's outcome (Celery's result key)
+DATABASE = "database."  # + create, describe, delete, find or release: a managed database's call
 
 
 class Calls:
@@ -38,6 +40,7 @@ class Calls:
         self.home = home
         self.lock = threading.Lock()
         self.providers = {}
+        self.databases = {}
         self.automators = {}
         self.transports = {}
 
@@ -51,6 +54,16 @@ class Calls:
                                                  entry.get("provisioner", {}))
                 provider = self.providers[key] = cls(entry["name"], fields, self.home)
             return provider
+
+    def database(self, entry, kind):
+        """The ``kind`` database plugin (aws-rds, gcp-cloudsql) for clusters on the provider
+        ``entry``, built as the server builds it on threads, from the entry the message holds."""
+        key = (json.dumps(entry, sort_keys=True), kind)
+        with self.lock:
+            database = self.databases.get(key)
+            if database is None:
+                database = self.databases[key] = managed_tasks.build(kind, entry, self.home)
+            return database
 
     def automator(self, kind, scripts=()):
         cls = plugins.plugin_class(plugins.AUTOMATOR_NAMESPACE, kind)
@@ -78,6 +91,8 @@ class Calls:
         if method == "noop":  # the cost of a call alone (bench/workers.py), after ``sleep``
             time.sleep(min(float(args.get("sleep") or 0), 60.0))
             return None
+        if method.startswith(DATABASE):
+            return self.database_call(message["provider"], method[len(DATABASE):], args)
         provider = self.provider(message["provider"])
         if method == "create":
             return provider.create(NodeSpec(**args["spec"])).to_dict()
@@ -104,6 +119,25 @@ class Calls:
             return {"exit_code": result.exit_code, "stdout": result.stdout or "",
                     "stderr": result.stderr or ""}
         raise ShoalError(f"unknown call {method!r}")
+
+    def database_call(self, entry, method, args):
+        database = self.database(entry, args["type"])
+        if method == "create":
+            spec = DatabaseSpec(**args["spec"])
+            records.hide(spec.password)  # masked in this process's log, as on the server
+            return database.create(spec).to_dict()
+        if method == "describe":
+            infos = [DatabaseInfo.from_dict(i) for i in args["infos"]]
+            return {rid: info.to_dict() for rid, info in database.describe(infos).items()}
+        if method == "delete":
+            database.delete(DatabaseInfo.from_dict(args["info"]))
+            return None
+        if method == "find":
+            return [info.to_dict() for info in database.find(args["cluster_id"])]
+        if method == "release":
+            database.release(DatabaseInfo.from_dict(args["info"]))
+            return None
+        raise ShoalError(f"unknown call {DATABASE + method!r}")
 
     def forget(self, provider, info):
         with self.lock:
@@ -254,6 +288,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(records.LogMask())  # a database's password, given to set, never logged
     if not args.broker:
         print("shoal worker: no broker: --broker URL or SHOAL_BROKER", file=sys.stderr)
         return 2

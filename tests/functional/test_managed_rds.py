@@ -56,6 +56,13 @@ def servers():
 def start_with_db(tmp_path, proxy, sshd, servers, **fields):
     shoal = start(tmp_path, proxy, sshd, **fields)
     servers.append(shoal)
+    import_webdb(shoal, tmp_path)
+    return shoal
+
+
+def import_webdb(shoal, tmp_path):
+    """The template ``webdb``: nodes of provider ``ec2`` running ``app``, whose CONFIGURE writes
+    the database ``db`` (aws-rds) it read from its config into ``shoal.marks``."""
     catalog = tmp_path / "catalog-db"
     (catalog / "services").mkdir(parents=True)
     (catalog / "clustertemplates").mkdir()
@@ -76,7 +83,6 @@ def start_with_db(tmp_path, proxy, sshd, servers, **fields):
         "resources": {"db": {"type": "aws-rds", "engine": "postgres", "class": "db.t3.micro",
                              "storage_gb": 20}}}))
     shoal.run("catalog", "import", catalog)
-    return shoal
 
 
 def the_password(proxy):

@@ -1,5 +1,7 @@
 """The Celery executor's pieces that need no broker: queues, what a message carries, settings."""
 
+import json
+
 import pytest
 
 from cluster_server.engine import settings_from_env
@@ -131,3 +133,109 @@ def test_an_uploaded_script_an_action_names_goes_with_its_message(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o600
     with pytest.raises(NotFound):
         scripts.path("scripts", "other.sh")
+
+
+class LoopbackClient:
+    """The broker's part played in this process: a call sent is made at once by a worker's own
+    ``Calls`` (its plugins, its environment's credentials), and the message is kept to look at
+    as it travelled (JSON)."""
+
+    def __init__(self, worker_home):
+        self.calls = Calls(worker_home)
+        self.sent = []  # (queue, message)
+
+    def send(self, call_id, message, queue, on_start=None, expires=None, fresh=False):
+        from cluster_server.workers.worker import outcome
+
+        message = json.loads(json.dumps(message))
+        self.sent.append((queue, message))
+        return outcome(self.calls, message, "loop@test")
+
+    def wait(self, pending, cancelled=None, timeout=None):
+        return pending
+
+    def forget(self, pending):
+        pass
+
+
+def test_a_managed_databases_calls_go_to_a_worker_and_only_the_create_has_the_password(
+        tmp_path, monkeypatch):
+    """A database's CREATE, CONFIRM and DELETE under the Celery runner, against moto's RDS:
+    every plugin call is a message that a worker makes with its own credentials (the entry's
+    are withheld); the poller stays here and sends one describe a round."""
+    import time
+
+    from cluster_server.managed import records
+    from cluster_server.poller import Poller
+    from cluster_server.store import Store
+    from cluster_server.workers.dispatch import RemoteDatabase, RemoteRunner
+    from tests.aws_fakes import CREDENTIALS, databases, moto_server
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
+    with moto_server() as url:
+        provider = {"name": "ec2", "providertype": "aws", "provisioner": {
+            "aws_region": "us-east-1", "endpoint_url": url, "ssh_cidr": "127.0.0.1/32",
+            "api_user": "AKIDSERVERONLY", "api_password": "server-only-secret"}}
+        spec = {"provider": provider, "resources": {"db": {"type": "aws-rds",
+                                                           "engine": "postgres"}}}
+        store = Store(tmp_path / "shoal.db")
+        now = time.time()
+        with store.write() as db:
+            db.execute("INSERT INTO clusters (id, tenant, name, template, provider, status, spec,"
+                       " created_at, updated_at) VALUES ('c-1', 'default', 'shop', 't', 'ec2',"
+                       " 'ACTIVE', ?, ?, ?)", [store.seal(spec), now, now])
+            records.insert(db, store, "c-1", spec["resources"], now)
+        client = LoopbackClient(tmp_path / "worker")
+        runner = RemoteRunner(store, tmp_path / "server", Poller(base=0.05), None, client)
+        operation = {"id": "op-1", "cluster_id": "c-1"}
+
+        def run(action):
+            outcome = runner.run({"id": f"op-1/resource.db:{action.lower()}", "action": action,
+                                  "node_id": "resource.db", "attempts": 0}, operation)
+            outcome = outcome.result(60) if hasattr(outcome, "result") else outcome
+            assert outcome.ok, outcome.output
+            return outcome
+
+        run("CREATE")
+        run("CONFIRM")
+        assert records.row(store, "c-1", "db")["status"] == "ACTIVE"
+        assert databases(url, "c-1") == ["shoal-c-1-db"]
+        assert isinstance(runner.managed.plugin(runner.cluster("c-1"), "aws-rds"), RemoteDatabase)
+        run("DELETE")
+        assert records.row(store, "c-1", "db")["status"] == "DELETED"
+        assert databases(url, "c-1") == []
+
+    methods = [message["method"] for _, message in client.sent]
+    assert methods[0] == "database.create" and methods[-1] == "database.release"
+    assert {"database.describe", "database.delete"} <= set(methods)
+    assert all(m.startswith("database.") for m in methods), methods
+    assert {queue for queue, _ in client.sent} == {"shoal.default"}
+    for _, message in client.sent:
+        assert message["args"]["type"] == "aws-rds"
+        assert message["provider"]["withheld"] == ["api_password", "api_user"]
+        assert "server-only-secret" not in json.dumps(message)
+    # The generated password goes in the create's message, to be given to RDS, and no other.
+    password = records.password(store, "c-1", "db")
+    assert [m["method"] for _, m in client.sent if password in json.dumps(m)] == [
+        "database.create"]
+
+
+def test_a_database_call_a_worker_cannot_make_fails_on_the_server_saying_why(tmp_path):
+    from cluster_server.errors import PluginError
+    from cluster_server.store import Store
+    from cluster_server.workers.dispatch import RemoteDatabase, RemoteProvider, RemoteRunner
+
+    runner = RemoteRunner(Store(tmp_path / "shoal.db"), tmp_path, None, None,
+                          LoopbackClient(tmp_path / "worker"))
+    entry = {"name": "ec2", "providertype": "no-such", "provisioner": {},
+             "withheld": ["api_password"]}
+    database = RemoteDatabase(runner, "aws-rds", RemoteProvider(runner, entry, "shoal.default"))
+    with pytest.raises(PluginError, match=r"provider no-such is not installed.*api_password "
+                                          r"stay on the server.*\(on worker loop@test\)"):
+        database.find("c-1")
