@@ -289,6 +289,10 @@ class RemoteProvider:
         return [NodeInfo.from_dict(i) for i in self.runner.call(self, "find",
                                                                 {"cluster_id": cluster_id})]
 
+    def inventory(self, cluster_ids):
+        found = self.runner.call(self, "inventory", {"cluster_ids": list(cluster_ids)})
+        return {cid: [NodeInfo.from_dict(i) for i in infos] for cid, infos in found.items()}
+
     def cleanup_cluster(self, cluster_id):
         self.runner.call(self, "cleanup_cluster", {"cluster_id": cluster_id})
 

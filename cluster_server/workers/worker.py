@@ -106,6 +106,9 @@ class Calls:
             return None
         if method == "find":
             return [info.to_dict() for info in provider.find(args["cluster_id"])]
+        if method == "inventory":
+            return {cid: [info.to_dict() for info in infos]
+                    for cid, infos in provider.inventory(args["cluster_ids"]).items()}
         if method == "cleanup_cluster":
             provider.cleanup_cluster(args["cluster_id"])
             return None

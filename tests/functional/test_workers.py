@@ -401,3 +401,22 @@ def test_a_visibility_timeout_shorter_than_an_action_delivers_it_twice_harmlessl
     again = [e for e in checks.entries(setup.cloud, "v2")
              if (e["node"], e["service"], e["action"]) == (begun["node"], "base", "INSTALL")]
     assert [e["event"] for e in again][:2] == ["begin", "begin"] and again[-1]["event"] == "end"
+
+
+def test_a_drift_check_asks_a_worker_for_the_providers_inventory(setup):
+    """``shoal cluster check`` under Celery: the one batched inventory call goes to a worker
+    (the server has no fake cloud of its own), and a node removed behind Shoal's back shows."""
+    shoal = setup.server()
+    setup.worker("w1")
+    import_catalog(setup, shoal)
+    shoal.run("cluster", "create", "d1", "--template", "fake-stack", "--size", 3, "--wait")
+    cluster = shoal.json("cluster", "show", "d1")
+    clean = shoal.run("cluster", "check", "d1")
+    assert "matches its provider" in clean.stderr and clean.stdout.count(": ok") == 3
+    gone = cloud.instances(setup.cloud, cluster["id"])[0]
+    with cloud.locked(setup.cloud) as state:
+        del state["instances"][gone["id"]]
+    result = shoal.run("cluster", "check", "d1", check=False)
+    assert result.returncode != 0 and result.stdout.count(": ok") == 2, result
+    assert f"{gone['id']}: missing" in result.stdout, result
+    assert not (shoal.home / cloud.CLOUD_FILE).exists()  # the server itself asked no cloud
