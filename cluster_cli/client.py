@@ -85,11 +85,16 @@ class Client:
         return url
 
     def _alive(self, url):
+        """Something listens at the local server's URL: the connection is kept for the
+        command's first request (a request just to ask would cost one more round trip)."""
+        host, port = split_url(url, "server URL")
+        conn = http.client.HTTPConnection(host, port, timeout=None)
         try:
-            self._raw("GET", url, "/api/v1/server", None, quiet=True)
-            return True
-        except ClientError as error:
-            return error.code not in ("unreachable",)
+            conn.connect()
+        except OSError:
+            return False
+        self._conn = conn
+        return True
 
     def _token(self):
         if not self.token:
@@ -100,7 +105,7 @@ class Client:
                                   "so it writes SHOAL_HOME/token", code="unauthorized") from None
         return self.token
 
-    def _raw(self, method, url, path, body, quiet=False, raw_body=None, sink=None):
+    def _raw(self, method, url, path, body, raw_body=None, sink=None):
         """The answer's JSON; with ``sink`` (a binary file), a successful answer's bytes are
         copied to it as they come instead, and None is returned. ``self.headers`` keeps the
         last answer's headers (a page's cursor)."""
