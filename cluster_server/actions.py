@@ -12,7 +12,7 @@ import threading
 
 from cluster_server import macros, plugins
 from cluster_server.errors import ShoalError
-from cluster_server.executor import TaskOutcome
+from cluster_server.executor import NotStarted, TaskOutcome
 from cluster_server.managed import records as managed_records
 from cluster_server.managed import tasks as managed_tasks
 from cluster_server.planner import RESOURCE_PREFIX
@@ -187,6 +187,9 @@ class TaskRunner:
             return handler(task, cluster, node, operation)
         except Cancelled:
             return TaskOutcome(False, "cancelled", retry=False)
+        except NotStarted:
+            return TaskOutcome(False, "taken back from the queue: the operation was paused",
+                               requeue=True)
         except plugins.PluginError as error:
             return TaskOutcome(False, str(error), retry=False)
         except ShoalError as error:

@@ -192,6 +192,7 @@ class Engine:
     def _run(self, op_id, control):
         op = self.operation(op_id)
         op["cancelled"] = lambda: control.cancelled
+        op["paused"] = lambda: control.paused
         if op["status"] == "ROLLING_BACK":
             # The reason the rollback began is stored with it: a cancelled create that a
             # restart finds half rolled back still ends CANCELLED, not FAILED.

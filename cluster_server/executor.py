@@ -32,6 +32,15 @@ class TaskOutcome:
     ok: bool
     output: str = ""
     retry: bool = True  # False: a failure retrying cannot fix (bad config, missing plugin)
+    # True: the task never began (its call was taken back from a worker queue on a pause): it
+    # is PENDING again and starts when the operation goes on (a new attempt: its calls need new
+    # ids), without using up a retry.
+    requeue: bool = False
+
+
+class NotStarted(Exception):
+    """Raised by a runner whose task never began: a pause took its call back from the queue
+    before any worker had it."""
 
 
 @dataclasses.dataclass
@@ -253,6 +262,12 @@ class _RunState:
     def retrying(self, task, outcome):
         self._finished(task, PENDING, outcome)
 
+    def requeue(self, task, outcome, ready=True):
+        task["requeued"] = task.get("requeued", 0) + 1
+        self._finished(task, PENDING, outcome)
+        if ready:
+            heapq.heappush(self.ready, (self.key[task["id"]], task["id"]))
+
     def failed_for_good(self, task, outcome):
         self._finished(task, FAILED, outcome)
         self.failed = self.failed or task["id"]
@@ -410,7 +425,10 @@ class _Run:
             if outcome.ok:
                 # Once the run stops, what a finishing task would make ready is not started.
                 self.state.succeeded(task, outcome, release=not stopping)
-            elif outcome.retry and task["attempts"] <= self.settings.retries and not stopping:
+            elif outcome.requeue:
+                self.state.requeue(task, outcome, ready=not stopping)
+            elif outcome.retry and not stopping and \
+                    task["attempts"] - task.get("requeued", 0) <= self.settings.retries:
                 self.state.retrying(task, outcome)
                 delay = min(self.settings.backoff_max,
                             self.settings.backoff_base * 2 ** (task["attempts"] - 1))

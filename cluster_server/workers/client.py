@@ -178,15 +178,16 @@ class WorkerClient:
         except Exception:  # noqa: BLE001 (it expires anyway)
             pass
 
-    def wait(self, pending, timeout=None, cancelled=None):
-        """The outcome of ``pending``; None when ``cancelled()`` turned true first and the call
-        was withdrawn, WorkerError when ``timeout`` passed."""
+    def wait(self, pending, timeout=None, cancelled=None, paused=None):
+        """The outcome of ``pending``; None when ``cancelled()`` or ``paused()`` turned true
+        first and the call was withdrawn, WorkerError when ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        stop = [check for check in (cancelled, paused) if check is not None]
         while not pending.done.wait(0.5):  # the outcome wakes it at once; 0.5 s: a cancel
-            if cancelled is not None and pending.worker is None and cancelled():
+            if stop and pending.worker is None and any(check() for check in stop):
                 if self.withdraw(pending):
                     return None
-                cancelled = None  # a worker has it: wait for its end
+                stop = []  # a worker has it: wait for its end
             if deadline is not None and time.monotonic() > deadline:
                 self.forget(pending)
                 raise WorkerError(f"no worker answered on the queue within {timeout:.0f} s")

@@ -24,7 +24,7 @@ from cluster_server import plugins
 from cluster_server.actions import TaskRunner
 from cluster_server.errors import (AutomatorError, PluginError, ProviderError, ShoalError,
                                    TransportError, WorkerError)
-from cluster_server.executor import ThreadDispatch
+from cluster_server.executor import NotStarted, ThreadDispatch
 from cluster_server.managed import tasks as managed_tasks
 from cluster_server.plugins import ActionResult, DatabaseInfo, NodeInfo
 from cluster_server.poller import Cancelled
@@ -227,13 +227,17 @@ class RemoteRunner(TaskRunner):
         self.notes.queued(task["id"], provider.queue)
         pending = self.client.send(call_id, _message(provider, method, args), provider.queue,
                                    on_start=lambda worker: self.notes.started(task["id"], worker))
-        # A cancel withdraws what no worker took yet; never during a rollback (whose tasks run
-        # while the operation counts as cancelled) and never a call a worker has begun.
+        # A cancel or a pause withdraws what no worker took yet; never during a rollback (whose
+        # tasks run while the operation counts as cancelled) and never a call a worker has
+        # begun. A paused task's call is sent again, with a new id, when the operation resumes.
         rollback = "/rollback:" in task["id"]
         cancelled = None if rollback else operation.get("cancelled")
-        outcome = self.client.wait(pending, cancelled=cancelled)
+        paused = None if rollback else operation.get("paused")
+        outcome = self.client.wait(pending, cancelled=cancelled, paused=paused)
         if outcome is None:
-            raise Cancelled()
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            raise NotStarted()
         with self.consumed_lock:
             self.consumed.setdefault(operation["id"], []).append(call_id)
         return _value(outcome, method)

@@ -253,6 +253,32 @@ def test_a_task_no_worker_takes_shows_queued_and_cancel_works(setup):
     assert cloud.load(setup.cloud)["counters"].get("create_calls", {}).get(cluster["id"]) is None
 
 
+def test_a_pause_takes_queued_calls_back_and_resume_sends_them_again(setup):
+    """Pause: a task sent to a queue no worker has taken it from has not begun; it goes back to
+    PENDING, a worker that comes meanwhile runs nothing, and resume sends it again."""
+    shoal = setup.server(provider_queues="fake")
+    setup.worker("w1")
+    import_catalog(setup, shoal)
+    shoal.run("cluster", "create", "p2", "--template", "fake-stack", "--size", 2)
+    wait_for("queued creates", lambda: [
+        t for t in shoal.json("task", "list", "p2") if t["Status"] == "QUEUED"])
+    shoal.run("cluster", "pause", "p2")
+    creates = wait_for("the creates taken back", lambda: (lambda tasks: tasks if all(
+        t["Status"] == "PENDING" for t in tasks) else None)(
+        [t for t in shoal.json("task", "list", "p2") if t["Action"] == "CREATE"]))
+    assert len(creates) == 2
+    setup.worker("w2", queues="shoal.default.fake")
+    time.sleep(2)  # the withdrawn messages reach w2 now: it must drop them
+    cluster = shoal.json("cluster", "show", "p2")
+    assert cluster["operation"]["status"] == "PAUSED"
+    assert made(setup, cluster["id"]) == 0
+    shoal.run("cluster", "resume", "p2")
+    cluster = wait_finished(shoal, "p2")
+    assert_exact(setup, cluster, 2)  # each machine made once
+    again = [t for t in shoal.json("task", "list", "p2") if t["Action"] == "CREATE"]
+    assert all(t["Status"] == "SUCCEEDED" and t["Worker"] == "w2@test" for t in again)
+
+
 def test_a_tenants_tasks_run_only_on_its_own_workers(setup):
     acme_worker = setup.worker("acme", queues="shoal.acme")
     default_worker = setup.worker("dflt", queues="shoal.default")

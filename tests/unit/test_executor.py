@@ -342,6 +342,36 @@ def test_pause_starts_nothing_new_and_resume_carries_on(store, executors):
     assert runner.started("a2") >= resumed and runner.started("b2") >= resumed
 
 
+def test_a_task_taken_back_on_pause_waits_for_resume_and_keeps_its_retries(store, executors):
+    """A runner's NotStarted (a Celery call taken back from the queue on a pause): the task is
+    PENDING again, starts once the operation resumes, and the attempts it did not make use up
+    none of its retries."""
+    control = Control()
+    runs = []
+    answers = [TaskOutcome(False, "taken back", requeue=True)] * 2 + \
+        [TaskOutcome(False, "failed once"), TaskOutcome(True, "done")]
+
+    class Requeuing:
+        def run(self, task, operation):
+            runs.append(time.monotonic())
+            answer = answers[len(runs) - 1]
+            control.paused = control.paused or answer.requeue  # the pause that took it back
+            return answer
+
+    executor = executors(store, Requeuing(), retries=1)
+    thread, result = run_in_thread(executor, save_plan(store, [task("a1", "a")]), control)
+    for attempt in (1, 2):
+        wait_for(lambda: len(runs) == attempt and statuses(store)["a1"] == "PENDING")
+        time.sleep(0.1)
+        assert len(runs) == attempt and thread.is_alive()  # paused: it waits
+        control.paused = False
+        control.poke()
+    thread.join(5)
+    assert result["value"] == (True, None)
+    assert len(runs) == 4  # taken back twice, failed once, retried (retries=1) and done
+    assert rows(store)["a1"]["attempts"] == 4
+
+
 def test_cancel_lets_running_tasks_finish_and_leaves_nothing_running(store, executors):
     control = Control()
     specs = [task("slow", "a"), task("after", "a", "slow"),

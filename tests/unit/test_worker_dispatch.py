@@ -151,7 +151,7 @@ class LoopbackClient:
         self.sent.append((queue, message))
         return outcome(self.calls, message, "loop@test")
 
-    def wait(self, pending, cancelled=None, timeout=None):
+    def wait(self, pending, cancelled=None, timeout=None, paused=None):
         return pending
 
     def forget(self, pending):
