@@ -11,7 +11,7 @@ import logging
 import os
 import time
 
-from cluster_server.errors import ValidationError
+from cluster_server.errors import ValidationError, WorkerError
 
 LOG = logging.getLogger("shoal.workers")
 TASK = "shoal.calls"
@@ -75,8 +75,6 @@ def retrying(fn, where, stopped=lambda: False):
             return fn()
         except Exception as exc:  # noqa: BLE001 (redis and kombu raise many kinds)
             if stopped():
-                from cluster_server.errors import WorkerError
-
                 raise WorkerError(f"broker {where} unreachable: {exc}") from None
             LOG.warning("broker %s unreachable (%s); trying again in %.1f s", where, exc, delay)
             time.sleep(delay)
