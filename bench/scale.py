@@ -9,7 +9,9 @@ For each size, a fresh server in a temp SHOAL_HOME (default settings) with the t
 * solve and plan in-process: ``solve_layout`` alone and the planner alone (best of --repeat);
 * plan through the API (POST /clusters/plan, the summary; and ?full=1, every task) and through
   the CLI (``shoal cluster plan``; and ``-f json --full``), best of --repeat, with the answer's
-  size; the overhead ratio is the CLI's plan time over the solver alone (target: 20x);
+  size; the overhead ratio is the CLI's plan time over the solver alone (target: 20x at
+  10,000 nodes), and the CLI's plan beyond the same plan for the template's least size (its
+  fixed start) over the solver's own growth;
 * create and delete (``shoal cluster create|delete --wait``, stderr on a pseudo-terminal as a
   user's): wall time, tasks/s, the time to the first progress line (planning and storing the
   operation), and the longest wait between two updates of the line (target: at most 1 s);
@@ -234,8 +236,11 @@ def report(row):
     print(f"planner alone                 {ms(row['planner'])}")
     print(f"plan, API summary             {ms(row['api_plan'])} ({row['api_plan_bytes']:,} B)")
     print(f"plan, API ?full=1             {ms(row['api_full'])} ({row['api_full_bytes']:,} B)")
+    # The target is for 10,000 nodes: at 1,000 the solver takes a millisecond, less than the
+    # interpreter needs to start, and the ratio is the CLI's start alone (the next line).
+    target = " (target 20x)" if row["size"] >= 10_000 else ""
     print(f"plan, CLI (default)           {ms(row['cli_plan'])}  = "
-          f"{row['cli_plan'] / row['solve']:.0f}x the solver alone (target 20x)")
+          f"{row['cli_plan'] / row['solve']:.0f}x the solver alone{target}")
     grown, solver_grown = row["cli_plan"] - row["cli_plan_1"], row["solve"] - row["solve_1"]
     print(f"plan, CLI, beyond {SMALLEST} nodes     {ms(grown)} "
           f"({SMALLEST} nodes: {ms(row['cli_plan_1'])}) = "
