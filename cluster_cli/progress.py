@@ -1,5 +1,6 @@
 """``--wait``: follow an operation until it ends, with a live progress line on stderr."""
 
+import contextlib
 import sys
 import threading
 import time
@@ -46,10 +47,27 @@ class _Ticker:
                 if self.line:
                     self._write()
 
-    def stop(self):
+    def stop(self, erase=False):
         self.done.set()
         self.thread.join()
-        self.stream.write("\n")
+        self.stream.write("\r\033[K" if erase else "\n")
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def preparing(line, stream=None):
+    """While the request that plans and stores an operation runs (seconds at 10,000 nodes),
+    a line on a terminal that keeps moving; erased when the answer comes."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    ticker = _Ticker(stream)
+    ticker.show(line)
+    try:
+        yield
+    finally:
+        ticker.stop(erase=True)
 
 
 def wait(client, op_id, stream=None, interval=0.3):

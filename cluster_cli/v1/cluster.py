@@ -77,9 +77,17 @@ class _Operation(ShoalCommand):
         return {}
 
     def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{segment(parsed_args.name)}/{self.verb}",
-                                  self.body(parsed_args))
+        result = self.submit(parsed_args, self.verb, lambda: self.client.post(
+            f"/clusters/{segment(parsed_args.name)}/{self.verb}", self.body(parsed_args)))
         self.started(parsed_args, result, parsed_args.name)
+
+    def submit(self, parsed_args, verb, send):
+        """``send()``'s answer; with --wait the line moves from the start, while the server
+        plans and stores the operation."""
+        if not getattr(parsed_args, "wait", False):
+            return send()
+        with progress.preparing(f"{verb} {parsed_args.name}: planning"):
+            return send()
 
     def add_wait(self, parser):
         parser.add_argument("--wait", action="store_true",
@@ -223,7 +231,7 @@ class CreateCluster(_Operation):
             body["keep_on_failure"] = True
         if parsed_args.lease:
             body["lease"] = parsed_args.lease
-        result = self.client.post("/clusters", body)
+        result = self.submit(parsed_args, "create", lambda: self.client.post("/clusters", body))
         self.warn(f"cluster {parsed_args.name}: {len(result['layout']['nodes'])} nodes, "
                   f"{result['tasks']} tasks")
         self.started(parsed_args, result, parsed_args.name)
@@ -312,7 +320,8 @@ class DeleteCluster(_Operation):
         return self.add_wait(parser)
 
     def take_action(self, parsed_args):
-        result = self.client.delete(f"/clusters/{segment(parsed_args.name)}")
+        result = self.submit(parsed_args, "delete", lambda: self.client.delete(
+            f"/clusters/{segment(parsed_args.name)}"))
         self.started(parsed_args, result, parsed_args.name)
 
 
@@ -326,8 +335,8 @@ class ResizeCluster(_Operation):
         return self.add_wait(parser)
 
     def take_action(self, parsed_args):
-        result = self.client.post(f"/clusters/{segment(parsed_args.name)}/resize",
-                                  {"size": parsed_args.size})
+        result = self.submit(parsed_args, "resize", lambda: self.client.post(
+            f"/clusters/{segment(parsed_args.name)}/resize", {"size": parsed_args.size}))
         layout = result["layout"]
         self.warn(f"adds {layout['added']} node(s), removes {len(layout['removed'])}")
         self.started(parsed_args, result, parsed_args.name)

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import Shoal
+from tests.conftest import SHOAL, Shoal
 
 
 @pytest.fixture
@@ -144,3 +144,21 @@ def test_bad_requests_are_clear_and_write_nothing(shoal):
     result = shoal.fails("cluster", "create", "one", "--template", "local-web", "--size", "2")
     assert "already exists" in result.stderr
     shoal.run("cluster", "delete", "one", "--wait")
+
+
+def test_wait_on_a_terminal_shows_a_line_from_the_start_to_the_end(shoal):
+    """As a user sees --wait: a line while the server plans, then the operation's own line,
+    rewritten until it ends (pexpect gives the command a terminal)."""
+    import pexpect
+
+    args = ["cluster", "create", "tty1", "--template", "local-web", "--size", "2", "--wait"]
+    child = pexpect.spawn(SHOAL, args, env=shoal.env, encoding="utf-8", timeout=120)
+    try:
+        child.expect(r"create tty1: planning \[\d+ s\]")
+        child.expect(r"create tty1: \w+, \d+/\d+ tasks done")
+        child.expect(r"create tty1: succeeded, (\d+)/\1 tasks done")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    shoal.run("cluster", "delete", "tty1", "--wait")

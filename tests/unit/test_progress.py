@@ -70,3 +70,22 @@ def test_without_a_terminal_each_change_is_one_line():
     assert stream.getvalue().splitlines() == [
         "create big: running, 3/10 tasks done, 0 running, 0 failed",
         "create big: succeeded, 10/10 tasks done, 0 running, 0 failed"]
+
+
+def test_the_line_moves_while_the_operation_is_planned_and_is_erased_after():
+    terminal = Terminal()
+    answered = threading.Event()
+    with progress.preparing("create big: planning", stream=terminal):
+        # The request takes long enough for the ticker to rewrite the line at least once.
+        threading.Timer(progress.TICK * 2.5, answered.set).start()
+        answered.wait(10)
+    planning = [line for line in terminal.lines if "create big: planning" in line]
+    assert len(planning) >= 2 and all(line.endswith(" s]") for line in planning)
+    assert terminal.lines[-1] == "\r\033[K"  # erased: the operation's own line comes next
+
+
+def test_no_planning_line_off_a_terminal():
+    stream = io.StringIO()
+    with progress.preparing("create big: planning", stream=stream):
+        pass
+    assert stream.getvalue() == ""
