@@ -379,12 +379,16 @@ class SSHTransport(Transport):
         wake = select.poll()
         wake.register(chan.fileno(), select.POLLIN)
         deadline = None
+
+        def drain():
+            while chan.recv_ready():
+                out.add(chan.recv(32768))
+            while chan.recv_stderr_ready():
+                err.add(chan.recv_stderr(32768))
+
         try:
             while True:
-                while chan.recv_ready():
-                    out.add(chan.recv(32768))
-                while chan.recv_stderr_ready():
-                    err.add(chan.recv_stderr(32768))
+                drain()
                 if chan.eof_received or chan.closed:
                     break  # both streams read to their end
                 wait = 1000
@@ -398,11 +402,7 @@ class SSHTransport(Transport):
                 # Output and EOF wake the poll; an exit status alone (that daemon) does not,
                 # so look again every second while the command runs.
                 wake.poll(wait)
-            # What came between the last reads and the end.
-            while chan.recv_ready():
-                out.add(chan.recv(32768))
-            while chan.recv_stderr_ready():
-                err.add(chan.recv_stderr(32768))
+            drain()  # what came between the last reads and the end
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the connection went: the exit status below says so
         code = chan.recv_exit_status()  # set on exit-status, or when the channel closes
