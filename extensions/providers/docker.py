@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 from cluster_server.errors import ProviderError, TransportError, ValidationError
 from cluster_server.plugins import LOGIN_HELP, LOGIN_NAME, Field, NodeInfo, NodeState, Provider
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LABEL = "shoal"  # label prefix: shoal.home, shoal.cluster, shoal.node, shoal.token, ...
 DEFAULT_IMAGE = "localhost/shoal-base:bookworm"
+NAME_TAKEN_WAIT = 10  # seconds a create that lost its node's name waits to see the winner
 #: The container's main process: sshd when the image has it (a fresh host key per container,
 #: the cluster's public key authorized), else a process that only keeps the container up.
 START = (
@@ -207,6 +209,12 @@ class DockerProvider(Provider):
             container = self.client.containers.create(image, **kwargs)
         except errors.APIError as exc:
             found = self._list(token=spec.token)  # a concurrent create of the same node won
+            # The name is taken, yet no container shows: Podman holds the name of a container
+            # it is still making before it lists it. Look again for a little while.
+            deadline = time.monotonic() + NAME_TAKEN_WAIT
+            while not found and "already in use" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                found = self._list(token=spec.token)
             if found:
                 return self._info(found[0])
             raise ProviderError(f"provider '{self.name}': cannot create container for node "
