@@ -31,6 +31,10 @@ need_browser = pytest.mark.skipif(
 class Browser:
     """A headless Chromium of its own (fresh profile) with helpers for the UI tests."""
 
+    # Chromium's word for a stale element when a reload replaces the page between finding an
+    # element and reading it.
+    replaced = ("does not belong to the document",)
+
     def __init__(self):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -92,9 +96,8 @@ class Browser:
             try:
                 return check()
             except Exception as error:  # noqa: BLE001
-                # Chromium's other word for a stale element, when a reload replaces the page
-                # between finding an element and reading it.
-                if "does not belong to the document" in str(error):
+                # The browser's other words for a page being replaced between two looks.
+                if any(words in str(error) for words in self.replaced):
                     return False
                 raise
 
@@ -300,6 +303,10 @@ class MarionetteDriver:
 
 class Firefox(Browser):
     """A headless firefox-esr of its own (fresh profile), driven over Marionette."""
+
+    # Firefox's: the page source asked for while a form's post replaces the document (the old
+    # one is gone, the new one not yet parsed).
+    replaced = Browser.replaced + ("documentElement is null",)
 
     def __init__(self):
         from marionette_driver.marionette import Marionette
