@@ -305,8 +305,9 @@ class Firefox(Browser):
     """A headless firefox-esr of its own (fresh profile), driven over Marionette."""
 
     # Firefox's: the page source asked for while a form's post replaces the document (the old
-    # one is gone, the new one not yet parsed).
-    replaced = Browser.replaced + ("documentElement is null",)
+    # one is gone, the new one not yet parsed); a command whose page went away before it
+    # answered ("Actor 'MarionetteCommands' destroyed before query ... was resolved").
+    replaced = Browser.replaced + ("documentElement is null", "destroyed before query")
 
     def __init__(self):
         from marionette_driver.marionette import Marionette
