@@ -31,9 +31,10 @@ SWEEP = 1.0  # seconds between sweeps of the pending results
 class Pending:
     """One call in flight: set once its outcome is in."""
 
-    def __init__(self, call_id, on_start=None):
+    def __init__(self, call_id, on_start=None, sending=None):
         self.call_id = call_id
         self.on_start = on_start  # called with the worker's name when a worker takes it
+        self.sending = sending  # its entry of the sender's outbox: to send it again if lost
         self.worker = None
         self.outcome = None
         self.done = threading.Event()
@@ -79,7 +80,8 @@ class WorkerClient:
 
         ``fresh``: a call nobody waits for after a restart (a poll): always sent anew.
         """
-        pending = Pending(call_id, on_start)
+        sending = (queue, expires, fresh, call_id, message)
+        pending = Pending(call_id, on_start, sending)
         with self.lock:
             self.pending[call_id] = pending
         if not fresh and self._maybe_sent(call_id):
@@ -92,7 +94,7 @@ class WorkerClient:
             if sent:
                 return pending  # queued or running since before a restart: wait for it
         with self.lock:
-            self.outbox.append((queue, expires, fresh, call_id, message))
+            self.outbox.append(sending)
             if not fresh:
                 self.sent.add(call_id)
         self.wake.set()
@@ -229,8 +231,34 @@ class WorkerClient:
                 if raw:
                     self._settle(pending, json.loads(raw))
 
+    def _resend_unclaimed(self):
+        """Send again every call that no worker has claimed, after the broker was down.
+
+        Celery on Redis can lose a message in a broker restart: a worker had taken it off the
+        queue and not yet recorded it as unacknowledged, or died while reconnecting with it
+        reserved (Kombu's channel close raising in Celery's consumer). Nothing would ever
+        deliver it again, and the operation would wait forever. A copy of a call that was not
+        lost (still queued) is harmless: a worker makes a call only for the message that
+        claimed it first (worker.py)."""
+        with self.lock:
+            waiting = [p for p in self.pending.values() if not p.done.is_set()]
+        lost = []
+        for start in range(0, len(waiting), 500):
+            chunk = waiting[start:start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for pending in chunk:
+                pipe.exists(CLAIM + pending.call_id, META + pending.call_id)
+            lost += [p for p, found in zip(chunk, pipe.execute()) if not found]
+        if lost:
+            LOG.warning("the broker %s was down: sending again %d calls no worker has taken "
+                        "(a copy of one still queued is skipped by the worker that gets it)",
+                        self.where(), len(lost))
+            with self.lock:
+                self.outbox += [pending.sending for pending in lost]
+            self.wake.set()
+
     def _listen(self):
-        delay = 0.1
+        delay, down = 0.1, False
         while not self.stopped:
             pubsub = None
             try:
@@ -238,6 +266,9 @@ class WorkerClient:
                 pubsub.psubscribe(META + "*")
                 pubsub.subscribe(STARTED)
                 self._sweep()  # what was stored before the subscription began
+                if down:
+                    self._resend_unclaimed()
+                    down = False
                 delay, swept = 0.1, time.monotonic()
                 while not self.stopped:
                     message = pubsub.get_message(timeout=SWEEP)
@@ -251,6 +282,7 @@ class WorkerClient:
             except Exception as exc:  # noqa: BLE001 (a broker restart: listen again)
                 if self.stopped:
                     return
+                down = True
                 LOG.warning("listening for results on %s failed (%s); again in %.1f s",
                             self.where(), exc, delay)
                 time.sleep(delay)

@@ -209,21 +209,26 @@ def register(app, calls):
     where = celery_app.where(app.conf.broker_url)
     side_by_side = Lanes()
 
-    @app.task(name=celery_app.TASK, bind=True, ignore_result=True)
+    # shared=False: the task belongs to this app alone (its closure holds this app's broker and
+    # plugins); a second app built in one process (tests) must not answer with the first one's.
+    @app.task(name=celery_app.TASK, bind=True, ignore_result=True, shared=False)
     def run_calls(self, batch):
         worker = self.request.hostname or socket.gethostname()
+        message = self.request.id
         client = app.backend.client
         expires = int(celery_app.result_expires())
 
-        # One round trip claims every call and says who took them. A claim taken first by the
-        # server means it withdrew the call (its operation was cancelled before any worker
-        # took it); a call whose outcome is stored already was made before (this message is
-        # delivered again after a worker died mid-message): both are skipped. A claim held by
-        # another worker means that worker died: make the call again (calls are idempotent).
+        # One round trip claims every call for this message and says who took them. A call is
+        # made only for the message whose claim it holds: this one, or this same message
+        # delivered before to a worker that died (calls are idempotent: make it again). A
+        # claim of another message means another copy of the call runs or ran (the server
+        # sent it again after a broker restart, when Redis may have lost it), and "revoked"
+        # that the server withdrew it (its operation was cancelled or paused before any
+        # worker took it). A call whose outcome is stored already is skipped too.
         def claim():
             pipe = client.pipeline(transaction=False)
             for call in batch:
-                pipe.set(CLAIM + call["id"], worker, nx=True, ex=expires)
+                pipe.set(CLAIM + call["id"], f"{worker} {message}", nx=True, ex=expires)
                 pipe.get(CLAIM + call["id"])
                 pipe.exists(META + call["id"])
             pipe.publish(STARTED, json.dumps({"worker": worker,
@@ -232,7 +237,7 @@ def register(app, calls):
 
         replies = celery_app.retrying(claim, where)
         todo = [call for i, call in enumerate(batch)
-                if not (replies[3 * i + 1] == b"revoked" and not replies[3 * i])
+                if (replies[3 * i + 1] or b"").decode().rpartition(" ")[2] == message
                 and not replies[3 * i + 2]]
         stored = set()
         try:
@@ -275,8 +280,11 @@ class Lanes:
 
 def build(broker, home=None):
     app = celery_app.make_app(broker)
+    # Celery's consumer, made to survive a fault of its own after a broker restart.
+    app.conf.worker_consumer = "cluster_server.workers.consumer:Consumer"
     register(app, Calls(home or config.home()))
     return app
+
 
 
 def main(argv=None):

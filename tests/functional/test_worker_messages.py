@@ -109,3 +109,20 @@ def test_worker_status_names_the_calls_a_worker_runs_and_not_their_inputs(redis,
     finally:
         server.stop()
         worker.stop()
+
+
+def test_a_call_runs_for_the_message_that_claimed_it_and_no_copy_of_it(redis, tmp_path):
+    """After a broker restart the server sends again the calls no worker claimed; a copy of one
+    that was not lost must not make it twice. The same message delivered again (its worker
+    died) still makes it."""
+    app = build(redis.url, home=tmp_path)
+    client = redis.client()
+    client.set(CLAIM + "copy", b"w9@test calls-first")  # another message holds it
+    client.set(CLAIM + "again", b"w9@test calls-this")  # this message, on a worker now gone
+    batch = [{"id": "copy", "message": noop()}, {"id": "again", "message": noop()},
+             {"id": "new", "message": noop()}]
+    app.tasks[celery_app.TASK].apply(args=[batch], task_id="calls-this")
+    assert stored(client, "copy") is None  # the first message's worker makes it
+    assert stored(client, "again")["result"]["ok"] is True
+    assert stored(client, "new")["result"]["ok"] is True
+    assert client.get(CLAIM + "new").endswith(b" calls-this")

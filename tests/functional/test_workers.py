@@ -203,6 +203,30 @@ def test_the_broker_restarted_mid_operation(setup):
     assert "Connection refused" in (shoal.home / "server.log").read_text()
 
 
+def test_calls_the_broker_lost_in_a_restart_are_sent_again(setup):
+    """Celery on Redis can lose a message in a broker restart (a worker took it off the queue
+    and had not yet recorded it as unacknowledged, or died reconnecting with it reserved); the
+    operation then waited forever. Here the messages are lost by hand: the creates wait on a
+    queue no worker serves, their messages are dropped, the broker restarts. The server sends
+    again the calls no worker claimed, and each machine is made once."""
+    shoal = setup.server(provider_queues="fake")
+    setup.worker("w1")
+    import_catalog(setup, shoal)
+    shoal.run("cluster", "create", "l1", "--template", "fake-stack", "--size", 2)
+    wait_for("queued creates", lambda: len([
+        t for t in shoal.json("task", "list", "l1") if t["Status"] == "QUEUED"]) == 2)
+    broker = setup.redis.client()
+    assert broker.delete("shoal.default.fake") == 1  # the queue and the messages in it
+    setup.redis.stop()
+    time.sleep(1)
+    setup.redis.start()
+    setup.worker("w2", queues="shoal.default.fake")
+    cluster = wait_finished(shoal, "l1", timeout=90)
+    assert cluster["operation"]["status"] == "SUCCEEDED", cluster
+    assert_exact(setup, cluster, 2)
+    assert "sending again 2 calls" in (shoal.home / "server.log").read_text()
+
+
 def test_the_server_killed_mid_operation_resumes_without_losing_or_repeating(setup):
     shoal = setup.server()
     for i in (1, 2, 3):
