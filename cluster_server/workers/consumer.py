@@ -12,7 +12,7 @@ class Consumer(CeleryConsumer):
     """When the connection to Redis breaks, Celery closes the dead connection; Kombu's Redis
     channel then tries to put its unacknowledged messages back through it and can raise
     AttributeError (its client already gone), which Celery took for an unrecoverable error:
-    the worker exited, in about one broker restart in eight here. The messages stay
+    the worker exited (seen here in the broker-restart test, under load). The messages stay
     unacknowledged in Redis, where nothing delivers them again before the visibility timeout;
     the server sends their calls again (client.py), and the worker connects again as after
     any connection error."""
